@@ -229,7 +229,9 @@ class SourceEntry(_Model):
         if self.access != "auto" and not self.subset_of and not (self.manual and self.manual.steps):
             raise ValueError(f"a '{self.access}' source needs [manual] steps")
         if self.download and not self.version:
-            raise ValueError("a source with downloads needs a 'version' for raw/<source>/<version>/")
+            raise ValueError(
+                "a source with downloads needs a 'version' for raw/<source>/<version>/"
+            )
         if self.id in self.aliases:
             raise ValueError("an alias repeats the id")
         return self

@@ -1,0 +1,5 @@
+"""``python -m covid19_images`` runs the command line."""
+
+from covid19_images.cli import main
+
+main()

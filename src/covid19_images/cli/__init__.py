@@ -1,0 +1,5 @@
+"""The ``covid19-images`` command line (typer + rich)."""
+
+from covid19_images.cli.app import app, main
+
+__all__ = ["app", "main"]

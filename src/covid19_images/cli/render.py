@@ -1,0 +1,168 @@
+"""How catalog entries look on a terminal and in JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from covid19_images.catalog.schema import Count, License, SourceEntry
+from covid19_images.fetch.store import Located
+
+
+def licence_label(licence: License) -> str:
+    """A short licence label for tables.
+
+    Example:
+        >>> licence_label(License(spdx="CC-BY-NC-ND-3.0"))
+        'CC-BY-NC-ND-3.0'
+        >>> licence_label(License(per_item=True))
+        'per image'
+    """
+    if licence.spdx:
+        return licence.spdx
+    if licence.name:
+        return licence.name
+    if licence.per_item:
+        return "per image"
+    return "not stated"
+
+
+def count_label(count: Count) -> str:
+    """One count as text, e.g. ``'349 images, 216 patients (COVID-19 CT images)'``."""
+    parts = [
+        f"{value:,} {unit}"
+        for value, unit in (
+            (count.images, "images"),
+            (count.patients, "patients"),
+            (count.studies, "studies"),
+        )
+        if value is not None
+    ]
+    return f"{', '.join(parts) or 'no number'} ({count.what})"
+
+
+def entry_json(entry: SourceEntry) -> dict[str, Any]:
+    """The entry as JSON-ready data, every field included."""
+    data = entry.model_dump(mode="json")
+    data["license_label"] = licence_label(entry.license)
+    return data
+
+
+def render_catalog(entries: list[SourceEntry]) -> Table:
+    """A table with one row per source."""
+    table = Table(title=f"{len(entries)} sources", show_lines=False, expand=False)
+    table.add_column("id", style="bold cyan", no_wrap=True)
+    table.add_column("name")
+    table.add_column("modality", no_wrap=True)
+    table.add_column("tasks")
+    table.add_column("access", no_wrap=True)
+    table.add_column("licence")
+    table.add_column("images", justify="right")
+    for entry in entries:
+        images = next((c.images for c in entry.counts if c.images is not None), None)
+        access_style = {"auto": "green", "manual": "yellow", "registration": "red"}[entry.access]
+        table.add_row(
+            entry.id,
+            entry.name,
+            ", ".join(entry.modality),
+            ", ".join(entry.tasks),
+            Text(entry.access, style=access_style),
+            licence_label(entry.license),
+            f"{images:,}" if images is not None else "",
+        )
+    return table
+
+
+def render_info(entry: SourceEntry, located: Located | None) -> RenderableType:
+    """Everything known about one source, including how to get its files."""
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+
+    def row(label: str, value: str | None) -> None:
+        if value:
+            facts.add_row(label, Text(value))
+
+    row("id", entry.id)
+    row("aliases", ", ".join(entry.aliases))
+    row("also known as", "; ".join(entry.also_known_as))
+    row("summary", entry.summary)
+    row("modality", ", ".join(entry.modality))
+    row("tasks", ", ".join(entry.tasks))
+    row("labels", ", ".join(entry.labels))
+    row("homepage", entry.homepage)
+    row("access", entry.access)
+    row("version", entry.version)
+    row("subset of", entry.subset_of)
+    for count in entry.counts:
+        row("count", f"{count_label(count)}; source: {count.reference}")
+    lic = entry.license
+    row(
+        "licence",
+        " ".join(
+            p
+            for p in (
+                licence_label(lic),
+                f"<{lic.url}>" if lic.url else None,
+                f"— {lic.notes}" if lic.notes else None,
+            )
+            if p
+        ),
+    )
+    row("cite", entry.citation.text)
+    row("DOI", entry.citation.doi)
+    if located is not None:
+        row("local copy", f"{located.path} ({located.origin})")
+    else:
+        row("local copy", "none yet")
+
+    parts: list[RenderableType] = [Panel(facts, title=entry.name, title_align="left")]
+    parts.append(Panel(_how_to_get(entry), title="How to get it", title_align="left"))
+    if entry.layout.tree or entry.layout.notes:
+        layout = Text()
+        if entry.layout.tree:
+            layout.append(entry.layout.tree.strip("\n") + "\n")
+        for note in entry.layout.notes:
+            layout.append(f"• {note}\n")
+        parts.append(Panel(layout, title="Layout", title_align="left"))
+    if entry.caveats or entry.overlaps:
+        cav = Text()
+        for caveat in entry.caveats:
+            cav.append(f"• {caveat}\n")
+        for overlap in entry.overlaps:
+            cav.append(f"• overlaps {overlap.source}: {overlap.note}\n")
+        parts.append(Panel(cav, title="Caveats", title_align="left", border_style="yellow"))
+    if entry.references:
+        parts.append(Text("Sources of these facts: " + "; ".join(entry.references), style="dim"))
+    return Group(*parts)
+
+
+def _how_to_get(entry: SourceEntry) -> Text:
+    text = Text()
+    if entry.subset_of:
+        text.append(f"Part of {entry.subset_of}: ")
+        text.append(f"covid19-images fetch {entry.subset_of}\n", style="bold")
+    if entry.download:
+        text.append("Downloaded and verified for you:\n")
+        text.append(f"  covid19-images fetch {entry.id}\n", style="bold")
+        for item in entry.download:
+            text.append(f"  • {item.resolved_url()}\n")
+            checksum = item.checksum or "none published (sha256 recorded at first download)"
+            text.append(f"    checksum: {checksum}\n")
+    if entry.manual:
+        kind = "after registration" if entry.access == "registration" else "by hand"
+        text.append(f"Download {kind}")
+        text.append(f" from {entry.manual.url}:\n" if entry.manual.url else ":\n")
+        for i, step in enumerate(entry.manual.steps, 1):
+            text.append(f"  {i}. {step}\n")
+    if entry.layout.required:
+        text.append(f"Then check and register it: covid19-images fetch {entry.id} --from DIR\n")
+        text.append(f"  (checked: {', '.join(entry.layout.required)})\n")
+    text.append(
+        f"Or read it in place from a mirror: --mirror DIR with DIR/{entry.id} (or DIR/<alias>)."
+    )
+    return text

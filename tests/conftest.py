@@ -1,0 +1,110 @@
+"""Shared fixtures: the real upstream files in ../shared/sources and a local HTTP server."""
+
+from __future__ import annotations
+
+import http.server
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+SHARED_SOURCES = Path(__file__).resolve().parents[1].parent / "shared" / "sources"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # A run that collects no test (pytest's exit 5) is not a failure of the project.
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.OK
+
+
+@pytest.fixture(scope="session")
+def shared_sources() -> Path:
+    """The real upstream files beside the project; tests that need them skip without them."""
+    if not (SHARED_SOURCES / "README.md").is_file():
+        pytest.skip(f"real upstream files not found at {SHARED_SOURCES} (../shared/sources)")
+    return SHARED_SOURCES
+
+
+@dataclass
+class Served:
+    """A file the test server answers with, and how it misbehaves."""
+
+    body: bytes
+    cut_after: int | None = None
+    """Send only this many bytes of a full (non-range) answer, then close the connection."""
+    cuts_left: int = 0
+    honour_range: bool = True
+
+
+@dataclass
+class LocalServer:
+    """An HTTP server on 127.0.0.1 started by a test; records every request it gets."""
+
+    base_url: str
+    files: dict[str, Served] = field(default_factory=dict)
+    requests: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def add(self, path: str, body: bytes, **behaviour: object) -> str:
+        self.files[path] = Served(body, **behaviour)  # type: ignore[arg-type]
+        return f"{self.base_url}{path}"
+
+
+@pytest.fixture
+def http_server() -> Iterator[LocalServer]:
+    """A threaded HTTP/1.1 server on 127.0.0.1 with Range support (never the internet)."""
+    state = LocalServer(base_url="")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            range_header = self.headers.get("Range")
+            state.requests.append((self.path, range_header))
+            served = state.files.get(self.path)
+            if served is None:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body, status, start = served.body, 200, 0
+            match = re.fullmatch(r"bytes=(\d+)-", range_header or "")
+            if match and served.honour_range:
+                start = int(match.group(1))
+                if start >= len(body):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(body)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                status = 206
+            payload = body[start:]
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Accept-Ranges", "bytes")
+            if status == 206:
+                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            self.end_headers()
+            if served.cuts_left > 0 and served.cut_after is not None:
+                served.cuts_left -= 1
+                self.wfile.write(payload[: served.cut_after])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(payload)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
