@@ -83,7 +83,7 @@ def test_info_json_reports_the_local_copy_in_a_mirror(shared_sources: Path, tmp_
     }
 
 
-@pytest.mark.parametrize("command", [["info", "ieee"], ["fetch", "mosmed"]])
+@pytest.mark.parametrize("command", [["info", "ieee"], ["fetch", "mosmeddta"]])
 def test_unknown_source_exits_2_with_suggestions(command: list[str]) -> None:
     result = runner.invoke(app, command)
     assert result.exit_code == 2

@@ -31,8 +31,8 @@ class Catalog:
         >>> catalog = load_catalog()
         >>> catalog.get("Covid Dataset Kohen").id  # a survey name resolves too
         'ieee8023'
-        >>> [e.id for e in catalog.filter(modality="ct", task="segmentation")][:2]
-        ['covid-ct-md', 'medseg-slices']
+        >>> "mosmeddata" in [e.id for e in catalog.filter(modality="ct", task="segmentation")]
+        True
     """
 
     def __init__(self, entries: Iterable[SourceEntry]) -> None:

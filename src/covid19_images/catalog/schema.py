@@ -180,9 +180,9 @@ class SourceEntry(_Model):
 
     Example:
         >>> from covid19_images import get_source
-        >>> entry = get_source("ucsd-covid-ct")
-        >>> entry.modality, entry.access
-        (['ct'], 'auto')
+        >>> entry = get_source("mosmeddata")
+        >>> entry.modality, entry.access, entry.license.spdx
+        (['ct'], 'manual', 'CC-BY-NC-ND-3.0')
     """
 
     id: Slug

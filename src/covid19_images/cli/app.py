@@ -127,7 +127,8 @@ def catalog_command(
     if as_json:
         _print_json([entry_json(e) for e in entries])
         return
-    out.print(render_catalog(entries))
+    out.print(render_catalog(entries, width=out.width))
+    out.print("Details and how to get each source: covid19-images info SOURCE", highlight=False)
     out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)
 
 

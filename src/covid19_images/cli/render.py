@@ -52,28 +52,36 @@ def entry_json(entry: SourceEntry) -> dict[str, Any]:
     return data
 
 
-def render_catalog(entries: list[SourceEntry]) -> Table:
-    """A table with one row per source."""
+def render_catalog(entries: list[SourceEntry], width: int = 200) -> Table:
+    """A table with one row per source; names and licences only where the terminal is wide."""
+    with_names, with_licence = width >= 160, width >= 110
+    with_counts = with_licence
+    short_tasks = {"classification": "cls", "segmentation": "seg", "localization": "loc"}
     table = Table(title=f"{len(entries)} sources", show_lines=False, expand=False)
     table.add_column("id", style="bold cyan", no_wrap=True)
-    table.add_column("name")
+    if with_names:
+        table.add_column("name")
     table.add_column("modality", no_wrap=True)
-    table.add_column("tasks")
+    table.add_column("tasks" if with_licence else "tasks*", no_wrap=not with_licence)
     table.add_column("access", no_wrap=True)
-    table.add_column("licence")
-    table.add_column("images", justify="right")
+    if with_licence:
+        table.add_column("licence")
+    if with_counts:
+        table.add_column("images\n(reported)", justify="right")
     for entry in entries:
         images = next((c.images for c in entry.counts if c.images is not None), None)
         access_style = {"auto": "green", "manual": "yellow", "registration": "red"}[entry.access]
         table.add_row(
             entry.id,
-            entry.name,
+            *([entry.name] if with_names else []),
             ", ".join(entry.modality),
-            ", ".join(entry.tasks),
+            ", ".join(entry.tasks if with_licence else [short_tasks[t] for t in entry.tasks]),
             Text(entry.access, style=access_style),
-            licence_label(entry.license),
-            f"{images:,}" if images is not None else "",
+            *([licence_label(entry.license)] if with_licence else []),
+            *([f"{images:,}" if images is not None else ""] if with_counts else []),
         )
+    if not with_licence:
+        table.caption = "* cls/seg/loc: classification, segmentation, localization; wider for more"
     return table
 
 

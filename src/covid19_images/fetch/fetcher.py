@@ -91,7 +91,7 @@ def fetch_source(
 
     Example:
         >>> result = fetch_source("figure1", root="data")  # doctest: +SKIP
-        >>> result.path
+        >>> result.path  # doctest: +SKIP
         PosixPath('data/raw/figure1/95bb569e')
     """
     entry = source if isinstance(source, SourceEntry) else load_catalog().get(source)

@@ -143,8 +143,9 @@ def locate(
     Entries that are a subset of another (``subset_of``) are found where their parent is.
 
     Example:
-        >>> located = locate("ieee8023", mirror="../shared/sources")  # doctest: +SKIP
-        >>> located.origin
+        >>> locate("figure1", root="/nonexistent", mirror="/nonexistent") is None
+        True
+        >>> locate("ieee8023", mirror="../shared/sources").origin  # doctest: +SKIP
         'mirror'
     """
     entry = source if isinstance(source, SourceEntry) else load_catalog().get(source)
