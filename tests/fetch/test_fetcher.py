@@ -215,7 +215,9 @@ def test_from_folder_with_missing_files_says_exactly_what(tmp_path: Path) -> Non
 
     assert info.value.missing == ["metadata.csv (file)"]
     assert "metadata.csv" in str(info.value)
-    assert not (tmp_path / "root").exists()
+    assert locate(entry, root=tmp_path / "root") is None
+    assert not (tmp_path / "root" / "raw").exists()
+    assert not (tmp_path / "root" / "registered").exists()
 
 
 def test_from_folder_is_registered_in_place_even_one_level_down(tmp_path: Path) -> None:
@@ -300,3 +302,22 @@ def test_subset_entry_is_found_where_its_parent_is(shared_sources: Path, tmp_pat
     parent = locate("ieee8023", root=tmp_path, mirror=shared_sources)
     assert located is not None and parent is not None
     assert located.path == parent.path and located.source == "ieee8023-ct"
+
+
+def test_a_second_concurrent_fetch_is_told_not_left_to_collide(
+    http_server: LocalServer, tmp_path: Path
+) -> None:
+    from filelock import FileLock
+
+    archive = _targz(REPO)
+    entry = _entry(http_server.add("/repo.tar.gz", archive), _sha(archive))
+    (tmp_path / "locks").mkdir()
+
+    with (
+        FileLock(tmp_path / "locks" / "toy-source.lock"),
+        pytest.raises(FetchError, match="another fetch"),
+    ):
+        fetch_source(entry, root=tmp_path, retries=0)
+
+    assert http_server.requests == []
+    assert fetch_source(entry, root=tmp_path, retries=0).action == "downloaded"

@@ -136,13 +136,15 @@ def render_info(entry: SourceEntry, located: Located | None) -> RenderableType:
             layout.append(entry.layout.tree.strip("\n") + "\n")
         for note in entry.layout.notes:
             layout.append(f"• {note}\n")
+        layout.rstrip()
         parts.append(Panel(layout, title="Layout", title_align="left"))
     if entry.caveats or entry.overlaps:
         cav = Text()
         for caveat in entry.caveats:
             cav.append(f"• {caveat}\n")
         for overlap in entry.overlaps:
-            cav.append(f"• overlaps {overlap.source}: {overlap.note}\n")
+            cav.append(f"• Overlaps {overlap.source}: {overlap.note}\n")
+        cav.rstrip()
         parts.append(Panel(cav, title="Caveats", title_align="left", border_style="yellow"))
     if entry.references:
         parts.append(Text("Sources of these facts: " + "; ".join(entry.references), style="dim"))
@@ -158,18 +160,21 @@ def _how_to_get(entry: SourceEntry) -> Text:
         text.append("Downloaded and verified for you:\n")
         text.append(f"  covid19-images fetch {entry.id}\n", style="bold")
         for item in entry.download:
-            text.append(f"  • {item.resolved_url()}\n")
+            text.append(f"  {item.resolved_url()}\n")
             checksum = item.checksum or "none published (sha256 recorded at first download)"
-            text.append(f"    checksum: {checksum}\n")
+            text.append(f"  checksum: {checksum}\n")
     if entry.manual:
         kind = "after registration" if entry.access == "registration" else "by hand"
         text.append(f"Download {kind}")
         text.append(f" from {entry.manual.url}:\n" if entry.manual.url else ":\n")
         for i, step in enumerate(entry.manual.steps, 1):
             text.append(f"  {i}. {step}\n")
+    if entry.download:
+        text.append(
+            f"Downloaded already? covid19-images fetch {entry.id} --from FOLDER_OR_ARCHIVE\n"
+        )
     if entry.layout.required:
-        text.append(f"Then check and register it: covid19-images fetch {entry.id} --from DIR\n")
-        text.append(f"  (checked: {', '.join(entry.layout.required)})\n")
+        text.append(f"fetch --from checks: {', '.join(entry.layout.required)}\n")
     text.append(
         f"Or read it in place from a mirror: --mirror DIR with DIR/{entry.id} (or DIR/<alias>)."
     )

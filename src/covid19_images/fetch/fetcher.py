@@ -8,13 +8,15 @@ upstream's own layout whose required files are present (checked against the cata
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import pooch
+from filelock import FileLock, Timeout
 
 from covid19_images.catalog.registry import load_catalog
 from covid19_images.catalog.schema import SourceEntry
@@ -110,7 +112,8 @@ def fetch_source(
         return FetchResult(entry.id, parent.path, parent.action, parent.unverified)
     base = data_root(root)
     if from_path is not None:
-        return _from_local(entry, Path(from_path).expanduser(), base, copy=copy)
+        with _source_lock(entry, base):
+            return _from_local(entry, Path(from_path).expanduser(), base, copy=copy)
 
     mirror_path = mirror_root(mirror)
     if mirror_path is not None and not force:
@@ -128,7 +131,24 @@ def fetch_source(
 
     if entry.access != "auto":
         raise SourceNotAvailableError(manual_guidance(entry, mirror_path))
-    return _download(entry, base, retries=retries, timeout=timeout, progress=progress)
+    with _source_lock(entry, base):
+        if not force and read_receipt(final) is not None:  # finished while we waited
+            return FetchResult(entry.id, final, "already-fetched")
+        return _download(entry, base, retries=retries, timeout=timeout, progress=progress)
+
+
+@contextmanager
+def _source_lock(entry: SourceEntry, base: Path, timeout: float = 2.0) -> Iterator[None]:
+    """One writer per source and data root; a second fetch is told, not left to collide."""
+    path = base / "locks" / f"{entry.id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(path, timeout=timeout):
+            yield
+    except Timeout as exc:
+        raise FetchError(
+            f"another fetch of {entry.id} into {base} is running; wait for it to finish"
+        ) from exc
 
 
 def manual_guidance(entry: SourceEntry, mirror: Path | None = None) -> str:
