@@ -321,3 +321,9 @@ def test_a_second_concurrent_fetch_is_told_not_left_to_collide(
 
     assert http_server.requests == []
     assert fetch_source(entry, root=tmp_path, retries=0).action == "downloaded"
+
+
+def test_fetching_a_subset_entry_fetches_its_parent(shared_sources: Path, tmp_path: Path) -> None:
+    result = fetch_source("ieee8023-ct", root=tmp_path, mirror=shared_sources)
+    assert result.source == "ieee8023"
+    assert result.path == shared_sources / "ieee8023-covid-chestxray"

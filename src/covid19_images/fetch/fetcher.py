@@ -49,6 +49,7 @@ class FetchResult:
     """What :func:`fetch_source` did and where the files are."""
 
     source: str
+    """The source whose files these are (the parent, for an entry that is a subset)."""
     path: Path
     action: Action
     unverified: list[str] = field(default_factory=list)
@@ -97,19 +98,8 @@ def fetch_source(
         PosixPath('data/raw/figure1/95bb569e')
     """
     entry = source if isinstance(source, SourceEntry) else load_catalog().get(source)
-    if entry.subset_of:
-        parent = fetch_source(
-            entry.subset_of,
-            root=root,
-            mirror=mirror,
-            from_path=from_path,
-            copy=copy,
-            force=force,
-            retries=retries,
-            timeout=timeout,
-            progress=progress,
-        )
-        return FetchResult(entry.id, parent.path, parent.action, parent.unverified)
+    if entry.subset_of:  # e.g. the CT rows of ieee8023 live in ieee8023's files
+        entry = load_catalog().get(entry.subset_of)
     base = data_root(root)
     if from_path is not None:
         with _source_lock(entry, base):
