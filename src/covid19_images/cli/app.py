@@ -31,7 +31,7 @@ from covid19_images.catalog import load_catalog
 from covid19_images.cli.render import entry_json, render_catalog, render_info
 from covid19_images.errors import Covid19ImagesError
 from covid19_images.fetch import fetch_source, locate
-from covid19_images.fetch.store import HOME_ENV, MIRROR_ENV
+from covid19_images.fetch.store import HOME_ENV, MIRROR_ENV, RECEIPT
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -205,8 +205,8 @@ def fetch_command(
         out.print(f"[green]{entry.id}[/]: {result.action} → {result.path}", highlight=False)
         for name in result.unverified:
             err.print(
-                f"[yellow]note:[/] upstream publishes no checksum for {name}; its sha256 is "
-                "recorded in the receipt and checked from now on",
+                f"[yellow]note:[/] upstream publishes no checksum for {name}; the sha256 of "
+                f"this download is recorded in {result.path / RECEIPT}",
                 highlight=False,
             )
     if failed:
