@@ -1,0 +1,114 @@
+"""The problems report: every row or file that could not be used as it is, and what was done.
+
+Bad input never crashes a build and is never silent: each problem becomes one row of
+``problems.csv`` (source, file, row, kind, action, detail) and counts in the build's summary.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import Final, Literal
+
+import pandas as pd
+
+Action = Literal[
+    "skipped",  # the row or file is not in the manifest
+    "kept",  # in the manifest as it is; the problem is noted on the record too
+    "kept-as-unknown",  # in the manifest with label or view 'unknown'
+    "excluded",  # in the manifest's universe but left out by a rule (augmented copy, CT row)
+    "repaired",  # read after a fix (another encoding, a BOM removed)
+]
+
+KINDS: Final[dict[str, str]] = {
+    "missing-file": "a metadata row names a file that is not there",
+    "orphan-file": "an image file that no metadata row names",
+    "empty-file": "a zero-byte file",
+    "unreadable-file": "a file that cannot be decoded (truncated or corrupt)",
+    "wrong-extension": "the content does not match the file name's extension",
+    "bad-encoding": "a text file that is not valid UTF-8",
+    "bom": "a text file that starts with a byte-order mark",
+    "missing-column": "a metadata file lacks a column the adapter needs",
+    "duplicate-row": "a metadata row repeats another one",
+    "unknown-view": "a view the crosswalk does not know",
+    "unmapped-finding": "a finding the label crosswalk does not map",
+    "wrong-modality": "a row of another modality (e.g. CT rows in an X-ray collection)",
+    "augmented-copy": "an image the upstream produced by augmenting another",
+    "bad-value": "a value that cannot be parsed (age, sex, number)",
+    "unreadable-metadata": "a metadata file that cannot be parsed at all",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One problem with one file or row."""
+
+    source: str
+    file: str
+    row: int | None
+    kind: str
+    action: Action
+    detail: str = ""
+
+
+PROBLEM_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in fields(Problem))
+
+
+class ProblemLog:
+    """Collects problems during a build.
+
+    Example:
+        >>> log = ProblemLog()
+        >>> log.add("figure1", "metadata.csv", None, "bad-encoding", "repaired", "read as cp1252")
+        >>> log.summary()
+        '1 problem: bad-encoding 1'
+    """
+
+    def __init__(self) -> None:
+        self._items: list[Problem] = []
+
+    def add(
+        self,
+        source: str,
+        file: str,
+        row: int | None,
+        kind: str,
+        action: Action,
+        detail: str = "",
+    ) -> None:
+        """Record one problem; ``kind`` must be one of :data:`KINDS`."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown problem kind {kind!r}")
+        self._items.append(Problem(source, file, row, kind, action, detail))
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def extend(self, other: ProblemLog) -> None:
+        """Append another log's problems."""
+        self._items.extend(other._items)
+
+    def frame(self) -> pd.DataFrame:
+        """The problems as a DataFrame, sorted for stable output."""
+        frame = pd.DataFrame([astuple(p) for p in self._items], columns=list(PROBLEM_COLUMNS))
+        frame["row"] = frame["row"].astype("Int64")
+        return frame.sort_values(["source", "file", "row", "kind"], kind="stable").reset_index(
+            drop=True
+        )
+
+    def write_csv(self, path: Path) -> None:
+        """Write ``problems.csv``."""
+        self.frame().to_csv(path, index=False)
+
+    def summary(self) -> str:
+        """One line: the number of problems and the count per kind."""
+        if not self._items:
+            return "no problems"
+        counts = Counter(p.kind for p in self._items)
+        n = len(self._items)
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        return f"{n} problem{'s' if n != 1 else ''}: {kinds}"

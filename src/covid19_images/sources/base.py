@@ -1,0 +1,307 @@
+"""What every source adapter shares: the adapter contract, reading metadata, finding files.
+
+An adapter is small and declarative: it says which metadata file and columns (or which folders)
+hold a source's facts, and maps them onto :class:`~covid19_images.records.Record`. Reading text in
+odd encodings, finding files case-insensitively, noticing files no row names, parsing ages and
+mapping labels and views all happen here, once.
+"""
+
+from __future__ import annotations
+
+import abc
+import io
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import pandas as pd
+
+from covid19_images.catalog import SourceEntry, load_catalog
+from covid19_images.problems import ProblemLog
+from covid19_images.records import Record
+from covid19_images.sources.crosswalk import Crosswalk
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".dcm", ".webp"}
+)
+
+
+class Adapter(abc.ABC):
+    """Turns one source's raw folder into records and problems.
+
+    Subclasses set ``source`` (the catalog id) and implement :meth:`records`. They never raise
+    on bad input: a bad row or file becomes a problem, and the rest goes on.
+    """
+
+    source: ClassVar[str]
+
+    def __init__(self, crosswalk: Crosswalk | None = None) -> None:
+        self.crosswalk = crosswalk or Crosswalk.packaged()
+
+    @property
+    def entry(self) -> SourceEntry:
+        """The catalog entry of this source."""
+        return load_catalog().get(self.source)
+
+    @abc.abstractmethod
+    def records(self, root: Path, log: ProblemLog) -> list[Record]:
+        """Every record of the source found under ``root`` (its raw folder)."""
+
+    # Shared steps adapters call ---------------------------------------------------------------
+
+    def label(self, record: Record, log: ProblemLog, file: str) -> None:
+        """Fill ``record.label`` from ``record.finding_raw`` through the crosswalk."""
+        label, mapped = self.crosswalk.label(self.source, record.finding_raw)
+        record.label = label
+        if not mapped and record.finding_raw and record.finding_raw.strip():
+            log.add(
+                self.source,
+                file,
+                record.source_row,
+                "unmapped-finding",
+                "kept-as-unknown",
+                f"finding {record.finding_raw!r} is not in the crosswalk",
+            )
+            record.problems.append("unmapped-finding")
+
+    def view(self, record: Record, raw: str | None, log: ProblemLog, file: str) -> None:
+        """Fill ``record.view`` and ``record.view_raw`` through the crosswalk."""
+        record.view_raw = raw if raw and raw.strip() else None
+        view, known = self.crosswalk.view(raw)
+        record.view = view
+        if not known:
+            log.add(
+                self.source,
+                file,
+                record.source_row,
+                "unknown-view",
+                "kept-as-unknown",
+                f"view {raw!r} is not in the crosswalk",
+            )
+            record.problems.append("unknown-view")
+
+
+@dataclass
+class FileIndex:
+    """The image files under a folder, found once, looked up by name, and claimed by rows.
+
+    Files that no row claims are reported as orphans, so that every file is accounted for.
+
+    Example:
+        >>> index = FileIndex.scan(Path("/nonexistent"))
+        >>> index.find("a.png") is None
+        True
+    """
+
+    root: Path
+    files: dict[str, str] = field(default_factory=dict)
+    """Relative POSIX path → the same; keyed by its case-folded form for lookups."""
+    claimed: set[str] = field(default_factory=set)
+
+    @classmethod
+    def scan(
+        cls, root: Path, subdir: str = "", suffixes: Iterable[str] = IMAGE_SUFFIXES
+    ) -> FileIndex:
+        """Index every file with one of ``suffixes`` under ``root/subdir`` (recursively)."""
+        wanted = {s.lower() for s in suffixes}
+        base = root / subdir if subdir else root
+        files: dict[str, str] = {}
+        if base.is_dir():
+            for path in sorted(base.rglob("*")):
+                if path.suffix.lower() in wanted and path.is_file():
+                    rel = path.relative_to(root).as_posix()
+                    files[rel.casefold()] = rel
+        return cls(root=root, files=files)
+
+    def find(self, rel: str) -> str | None:
+        """The indexed relative path matching ``rel`` (case-insensitive), or None."""
+        return self.files.get(rel.casefold())
+
+    def find_stem(self, folder: str, stem: str) -> str | None:
+        """The file ``folder/stem.<any image suffix>`` (upstream omits the extension)."""
+        prefix = f"{folder}/{stem}".casefold() if folder else stem.casefold()
+        for key, rel in self.files.items():
+            if key.rsplit(".", 1)[0] == prefix:
+                return rel
+        return None
+
+    def claim(self, rel: str) -> None:
+        """Mark ``rel`` as named by a row."""
+        self.claimed.add(rel.casefold())
+
+    def orphans(self) -> Iterator[str]:
+        """Indexed files that no row claimed, in sorted order."""
+        for key, rel in sorted(self.files.items()):
+            if key not in self.claimed:
+                yield rel
+
+    def report_orphans(self, source: str, log: ProblemLog, detail: str) -> None:
+        """One ``orphan-file`` problem per unclaimed file."""
+        for rel in self.orphans():
+            log.add(source, rel, None, "orphan-file", "skipped", detail)
+
+
+def read_text(path: Path, source: str, log: ProblemLog, rel: str) -> str | None:
+    """Read a text file, repairing a byte-order mark or a non-UTF-8 encoding (both logged).
+
+    Returns None (and logs ``unreadable-metadata``) when the file cannot be read at all.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        log.add(source, rel, None, "unreadable-metadata", "skipped", str(exc))
+        return None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+        log.add(source, rel, None, "bom", "repaired", "UTF-8 byte-order mark removed")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        log.add(
+            source,
+            rel,
+            None,
+            "bad-encoding",
+            "repaired",
+            f"not valid UTF-8 ({exc.reason} at byte {exc.start}); read as Windows-1252",
+        )
+        return data.decode("cp1252", errors="replace")
+
+
+def read_table(
+    root: Path,
+    rel: str,
+    source: str,
+    log: ProblemLog,
+    *,
+    required: Iterable[str] = (),
+    sep: str = ",",
+    names: list[str] | None = None,
+) -> pd.DataFrame | None:
+    """Read a CSV/TSV/space-separated metadata file as strings (blank cells are ``""``).
+
+    Column names are stripped of spaces; a missing required column, an unreadable file or a
+    missing file is logged and gives None. The frame has a ``_row`` column: the 1-based data row.
+
+    Example:
+        >>> log = ProblemLog()
+        >>> read_table(Path("/nonexistent"), "metadata.csv", "x", log) is None
+        True
+        >>> [p.kind for p in log]
+        ['unreadable-metadata']
+    """
+    text = read_text(root / rel, source, log, rel)
+    if text is None:
+        return None
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text),
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            header=None if names else "infer",
+            names=names,
+            engine="python" if sep not in (",", "\t") else "c",
+            skip_blank_lines=True,
+        )
+    except (pd.errors.ParserError, ValueError) as exc:
+        log.add(source, rel, None, "unreadable-metadata", "skipped", f"cannot parse: {exc}")
+        return None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    frame = frame.loc[:, [c for c in frame.columns if c and not c.startswith("Unnamed:")]]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        log.add(
+            source,
+            rel,
+            None,
+            "missing-column",
+            "skipped",
+            f"no column {', '.join(missing)}; its {len(frame)} rows were not read",
+        )
+        return None
+    frame.insert(0, "_row", range(1, len(frame) + 1))
+    return frame
+
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([YyMmWwDd])?\s*\+?\s*$")
+
+
+def parse_age(raw: object) -> float | None:
+    """Age in years from upstream spellings: ``65``, ``"060Y"``, ``"50+"``, ``"18M"``.
+
+    Example:
+        >>> parse_age("060Y"), parse_age("50+"), parse_age("18M"), parse_age(""), parse_age("?")
+        (60.0, 50.0, 1.5, None, None)
+    """
+    if raw is None:
+        return None
+    match = _AGE.match(str(raw))
+    if not match:
+        return None
+    value = float(match.group(1))
+    unit = (match.group(2) or "Y").upper()
+    return round(value / {"Y": 1, "M": 12, "W": 52.1775, "D": 365.25}[unit], 3)
+
+
+def parse_sex(raw: object) -> str | None:
+    """``M``/``F`` from upstream spellings, else None.
+
+    Example:
+        >>> parse_sex("male"), parse_sex("F"), parse_sex("")
+        ('M', 'F', None)
+    """
+    text = str(raw or "").strip().casefold()
+    if text in {"m", "male", "man"}:
+        return "M"
+    if text in {"f", "female", "woman"}:
+        return "F"
+    return None
+
+
+class FolderAdapter(Adapter):
+    """Class-per-folder layouts (``<split>/<class>/<image>``), described by a few attributes.
+
+    The class is the name of the folder that holds an image (``finding_raw``, mapped through the
+    crosswalk, ``label_origin="folder"``); the folder above it, when listed in ``splits``, is the
+    upstream split. Subclasses override :meth:`describe` to add what the file name tells
+    (patient ids, tags) and may return None to leave a file out (it is then reported).
+
+    Attributes:
+        subdir: Folder under the raw root where the split/class folders start.
+        splits: Folder name → upstream split name (``train``, ``val``, ``test``).
+        modality: Modality of every image.
+    """
+
+    subdir: ClassVar[str] = ""
+    splits: ClassVar[dict[str, str]] = {}
+    modality: ClassVar[str] = "XR"
+
+    def records(self, root: Path, log: ProblemLog) -> list[Record]:
+        index = FileIndex.scan(root, self.subdir)
+        records = []
+        for rel in index.files.values():
+            parts = Path(rel).parts
+            if len(parts) < 2:
+                continue
+            record = Record(
+                source=self.source,
+                path_raw=rel,
+                modality=self.modality,
+                finding_raw=parts[-2],
+                label_origin="folder",
+                upstream_split=self.splits.get(parts[-3]) if len(parts) >= 3 else None,
+            )
+            if not self.describe(record, parts, log):
+                continue
+            index.claim(rel)
+            self.label(record, log, rel)
+            records.append(record)
+        index.report_orphans(self.source, log, "not in a class folder this adapter knows")
+        return records
+
+    def describe(self, record: Record, parts: tuple[str, ...], log: ProblemLog) -> bool:
+        """Add what the path tells about ``record``; False leaves the file out (reported)."""
+        return True

@@ -1,0 +1,151 @@
+"""ieee8023 COVID-19 Image Data Collection (Cohen et al., 2020).
+
+Chest X-rays and some CT images gathered from papers and case sites, one ``metadata.csv`` row per
+image (``folder``/``filename``), several images per patient (``offset`` in days), a licence per
+image, and annotations: model-generated lung masks (``annotations/lungVAE-masks``) and expert
+severity scores (``annotations/covid-severity-scores.csv``). Findings come in the flat style of
+2020 (``COVID-19, ARDS``) and the hierarchical style of later commits
+(``Pneumonia/Viral/COVID-19``); the crosswalk maps both. CT rows are kept with ``modality="CT"``;
+X-ray recipes leave them out.
+
+Cite: Cohen et al., COVID-19 Image Data Collection: Prospective Predictions Are the Future,
+MELBA 2020:002 (arXiv:2006.11988). Licence: per image (``license`` column).
+
+Example:
+    >>> from covid19_images.sources import ingest
+    >>> result = ingest("ieee8023", mirror="../shared/sources")  # doctest: +SKIP
+    >>> len(result.records)  # doctest: +SKIP
+    180
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from covid19_images.problems import ProblemLog
+from covid19_images.records import Record, scoped_patient
+from covid19_images.sources.base import Adapter, FileIndex, parse_age, parse_sex, read_table
+from covid19_images.sources.registry import register
+
+METADATA = "metadata.csv"
+MASKS = "annotations/lungVAE-masks"
+SEVERITY = "annotations/covid-severity-scores.csv"
+MODALITY = {"x-ray": "XR", "xray": "XR", "ct": "CT"}
+KEPT_COLUMNS = ("offset", "survival", "intubated", "went_icu", "RT_PCR_positive", "doi", "url")
+
+
+@register
+class Ieee8023(Adapter):
+    """Adapter for ``ieee8023/covid-chestxray-dataset``."""
+
+    source = "ieee8023"
+
+    def records(self, root: Path, log: ProblemLog) -> list[Record]:
+        table = read_table(
+            root,
+            METADATA,
+            self.source,
+            log,
+            required=("patientid", "finding", "view", "modality", "folder", "filename"),
+        )
+        images = FileIndex.scan(root, "images")
+        volumes = FileIndex.scan(root, "volumes", suffixes=(".gz", ".nii"))
+        if table is None:
+            images.report_orphans(self.source, log, f"{METADATA} could not be read")
+            volumes.report_orphans(self.source, log, f"{METADATA} could not be read")
+            return []
+        masks = _mask_index(root)
+        severity = _severity_scores(root, self.source, log)
+        records: list[Record] = []
+        seen: dict[str, int] = {}
+        for row in table.to_dict("records"):
+            n = int(row["_row"])
+            rel = f"{row['folder'].strip()}/{row['filename'].strip()}"
+            index = volumes if row["folder"].strip() == "volumes" else images
+            found = index.find(rel)
+            if found is None:
+                log.add(self.source, rel, n, "missing-file", "skipped", f"{METADATA} row {n}")
+                continue
+            if found in seen:
+                log.add(
+                    self.source,
+                    found,
+                    n,
+                    "duplicate-row",
+                    "skipped",
+                    f"{METADATA} rows {seen[found]} and {n} name the same file",
+                )
+                continue
+            seen[found] = n
+            index.claim(found)
+            modality_raw = row["modality"].strip()
+            record = Record(
+                source=self.source,
+                path_raw=found,
+                source_row=n,
+                patient_id=scoped_patient(self.source, row["patientid"]),
+                modality=MODALITY.get(modality_raw.casefold()),
+                finding_raw=row["finding"],
+                label_origin="metadata",
+                age=parse_age(row.get("age")),
+                sex=parse_sex(row.get("sex")),
+                license=row.get("license", "").strip() or None,
+                attributes={k: row[k] for k in KEPT_COLUMNS if row.get(k, "").strip()},
+            )
+            if record.modality is None:
+                log.add(
+                    self.source,
+                    found,
+                    n,
+                    "bad-value",
+                    "kept",
+                    f"modality {modality_raw!r} is neither X-ray nor CT",
+                )
+                record.problems.append("bad-value")
+            self.view(record, row["view"], log, found)
+            self.label(record, log, found)
+            stem = Path(found).stem
+            if stem in masks:
+                record.mask_paths = [masks[stem]]
+            if Path(found).name in severity:
+                record.attributes.update(severity[Path(found).name])
+            records.append(record)
+        images.report_orphans(self.source, log, f"no {METADATA} row names this image")
+        volumes.report_orphans(self.source, log, f"no {METADATA} row names this volume")
+        return records
+
+
+def _mask_index(root: Path) -> dict[str, str]:
+    """Image stem → mask path; upstream names masks ``<stem>_mask.png`` (a few ``.png.png``)."""
+    index = FileIndex.scan(root, MASKS, suffixes=(".png",))
+    masks: dict[str, str] = {}
+    for rel in index.files.values():
+        name = Path(rel).name
+        for suffix in ("_mask.png.png", "_mask.png"):
+            if name.endswith(suffix):
+                masks[name[: -len(suffix)]] = rel
+                break
+    return masks
+
+
+def _severity_scores(root: Path, source: str, log: ProblemLog) -> dict[str, dict[str, str]]:
+    """File name → severity scores (mean of three raters), where the annotations are there."""
+    if not (root / SEVERITY).is_file():
+        return {}
+    text_rows = [
+        line
+        for line in (root / SEVERITY).read_text(encoding="utf-8", errors="replace").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    scores: dict[str, dict[str, str]] = {}
+    header = [c.strip() for c in text_rows[0].split(",")] if text_rows else []
+    if not {"filename", "geographic_mean", "opacity_mean"} <= set(header):
+        log.add(source, SEVERITY, None, "missing-column", "skipped", f"columns: {header}")
+        return {}
+    for line in text_rows[1:]:
+        values = dict(zip(header, (v.strip() for v in line.split(",")), strict=False))
+        scores[values["filename"]] = {
+            "severity_geographic_mean": values["geographic_mean"],
+            "severity_opacity_mean": values["opacity_mean"],
+        }
+    return scores
