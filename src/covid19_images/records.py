@@ -102,7 +102,7 @@ def make_uid(source: str, path_raw: str, key: str | None = None) -> str:
 
     Example:
         >>> make_uid("figure1", "images/COVID-00001.jpg")
-        'figure1-9d1c4c5bd4d8d3f1'
+        'figure1-c8d4994082d7a1a9'
     """
     text = f"{source}\x00{path_raw}" + (f"\x00{key}" if key else "")
     return f"{source}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]}"
