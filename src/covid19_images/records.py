@@ -82,8 +82,11 @@ class Record:
     depth: int | None = None
     spacing: list[float] | None = None
     bits_stored: int | None = None
+    sha256_file: str | None = None
     sha256_pixels: str | None = None
     phash: str | None = None
+    processed_key: str | None = None
+    """Key of the record's folder in the processed cache (layer 2)."""
     tags: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     attributes: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,82 @@
+"""One interface for running per-item work: a local process pool now, a cluster engine later.
+
+Every long step of a build calls :meth:`Executor.map` with a picklable top-level function and a
+list of items; results come back in input order with a progress bar. A Dask engine only has to
+implement the same method.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Protocol, TypeVar
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Executor(Protocol):
+    """Runs a function over items, in order, with progress."""
+
+    workers: int
+
+    def map(
+        self, fn: Callable[[T], R], items: Sequence[T], description: str = ""
+    ) -> Iterator[R]: ...
+
+
+def default_workers() -> int:
+    """All cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class LocalExecutor:
+    """A local process pool (``workers=1`` runs in this process, with no pool at all).
+
+    Example:
+        >>> list(LocalExecutor(workers=1, progress=False).map(abs, [-1, 2, -3]))
+        [1, 2, 3]
+    """
+
+    def __init__(self, workers: int | None = None, progress: bool = True) -> None:
+        self.workers = max(1, workers or default_workers())
+        self.progress = progress
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], description: str = "") -> Iterator[R]:
+        """Apply ``fn`` to every item; results in input order."""
+        if not items:
+            return iter(())
+        if self.workers == 1:
+            results: Iterable[R] = map(fn, items)
+            return self._with_progress(results, len(items), description)
+        chunk = max(1, min(64, len(items) // (self.workers * 8)))
+        pool = ProcessPoolExecutor(max_workers=self.workers)
+
+        def run() -> Iterator[R]:
+            with pool:
+                yield from pool.map(fn, items, chunksize=chunk)
+
+        return self._with_progress(run(), len(items), description)
+
+    def _with_progress(self, results: Iterable[R], total: int, description: str) -> Iterator[R]:
+        if not self.progress:
+            yield from results
+            return
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        with bar:
+            task = bar.add_task(description or "working", total=total)
+            for result in results:
+                bar.advance(task)
+                yield result
