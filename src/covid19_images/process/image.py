@@ -18,6 +18,9 @@ import imagehash
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+THUMB = 64
+"""Side of the whole-frame thumbnail kept for pixel-level duplicate checks."""
+
 _MAGIC = {
     b"\xff\xd8\xff": "JPEG",
     b"\x89PNG\r\n\x1a\n": "PNG",
@@ -63,6 +66,8 @@ class Decoded:
     std: float
     copies: dict[int, np.ndarray] = field(default_factory=dict)
     """Square uint8 greyscale copies by side length."""
+    thumb: np.ndarray | None = None
+    """The whole frame squeezed to THUMB x THUMB (aspect not kept), for comparing copies."""
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -142,7 +147,11 @@ def decode_image(path: Path, sizes: tuple[int, ...] = (224, 512)) -> Decoded:
         )
         for s in sizes
     }
-    phash_source = Image.fromarray(copies[largest]) if sizes else square
+    # Copies of an image across collections are often resized without keeping the aspect ratio
+    # (the COVID-19 Radiography Database squeezes everything to 299 x 299): the perceptual hash
+    # and the thumbnail compare whole frames squeezed to a square, like that.
+    frame = Image.fromarray(grey8)
+    thumb = np.asarray(frame.resize((THUMB, THUMB), Image.Resampling.BOX))
     return Decoded(
         width=width,
         height=height,
@@ -150,10 +159,11 @@ def decode_image(path: Path, sizes: tuple[int, ...] = (224, 512)) -> Decoded:
         format=fmt,
         format_mismatch=mismatch,
         sha256_pixels=sha,
-        phash=str(imagehash.phash(phash_source)),
+        phash=str(imagehash.phash(frame)),
         mean=float(grey8.mean()),
         std=float(grey8.std()),
         copies=copies,
+        thumb=thumb,
     )
 
 

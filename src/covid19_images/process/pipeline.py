@@ -26,7 +26,7 @@ from covid19_images.process.executor import Executor, LocalExecutor
 from covid19_images.process.image import DecodeError, decode_image, extension_mismatch
 from covid19_images.records import Record
 
-PROCESS_VERSION = 1
+PROCESS_VERSION = 2
 """Bump when the processing of a pixel changes: every key changes with it."""
 INDEX = "index.parquet"
 
@@ -92,6 +92,8 @@ def _process_one(task: _Task) -> dict[str, Any]:
         if "error_kind" not in meta:
             for side, pixels in decoded.copies.items():
                 Image.fromarray(pixels).save(tmp / f"{side}.png", compress_level=1)
+            if decoded.thumb is not None:
+                Image.fromarray(decoded.thumb).save(tmp / "thumb.png")
         (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
         try:
             tmp.rename(folder)
