@@ -1,0 +1,23 @@
+"""Cross-source deduplication: exact pixel copies and confirmed near copies, before splitting."""
+
+from covid19_images.dedup.near import (
+    DEFAULT_MAX_HAMMING,
+    DEFAULT_MIN_CORRELATION,
+    DuplicateReport,
+    Pair,
+    candidate_pairs,
+    find_duplicates,
+    hamming,
+    thumbnail_correlation,
+)
+
+__all__ = [
+    "DEFAULT_MAX_HAMMING",
+    "DEFAULT_MIN_CORRELATION",
+    "DuplicateReport",
+    "Pair",
+    "candidate_pairs",
+    "find_duplicates",
+    "hamming",
+    "thumbnail_correlation",
+]
