@@ -3,6 +3,7 @@
 from covid19_images.dedup.near import (
     DEFAULT_MAX_HAMMING,
     DEFAULT_MIN_CORRELATION,
+    DEFAULT_MIN_DETAIL,
     DuplicateReport,
     Pair,
     candidate_pairs,
@@ -14,6 +15,7 @@ from covid19_images.dedup.near import (
 __all__ = [
     "DEFAULT_MAX_HAMMING",
     "DEFAULT_MIN_CORRELATION",
+    "DEFAULT_MIN_DETAIL",
     "DuplicateReport",
     "Pair",
     "candidate_pairs",
