@@ -37,6 +37,8 @@ KINDS: Final[dict[str, str]] = {
     "augmented-copy": "an image the upstream produced by augmenting another",
     "bad-value": "a value that cannot be parsed (age, sex, number)",
     "unreadable-metadata": "a metadata file that cannot be parsed at all",
+    "duplicate": "a copy of an image kept elsewhere in the dataset (same film, other file)",
+    "filtered": "left out by the recipe (view, modality, age, label, source)",
 }
 
 

@@ -1,5 +1,6 @@
 """Cross-source deduplication: exact pixel copies and confirmed near copies, before splitting."""
 
+from covid19_images.dedup.clusters import DedupResult, deduplicate, richness
 from covid19_images.dedup.near import (
     DEFAULT_MAX_HAMMING,
     DEFAULT_MIN_CORRELATION,
@@ -16,10 +17,13 @@ __all__ = [
     "DEFAULT_MAX_HAMMING",
     "DEFAULT_MIN_CORRELATION",
     "DEFAULT_MIN_DETAIL",
+    "DedupResult",
     "DuplicateReport",
     "Pair",
     "candidate_pairs",
+    "deduplicate",
     "find_duplicates",
     "hamming",
+    "richness",
     "thumbnail_correlation",
 ]

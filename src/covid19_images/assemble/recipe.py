@@ -1,0 +1,135 @@
+"""Recipes: which sources, which images, which classes, how to split — as data files.
+
+A recipe lives in ``covid19_images/recipes/<name>.toml`` (or any TOML file a user points at) and
+is validated against :class:`Recipe` when it loads.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from covid19_images.dedup.near import (
+    DEFAULT_MAX_HAMMING,
+    DEFAULT_MIN_CORRELATION,
+    DEFAULT_MIN_DETAIL,
+)
+from covid19_images.errors import Covid19ImagesError
+from covid19_images.records import LABELS, VIEWS
+
+
+class RecipeError(Covid19ImagesError):
+    """A recipe is unknown or invalid."""
+
+    exit_code = 2
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitSpec(_Model):
+    """Split fractions and the seed."""
+
+    train: float = Field(0.7, ge=0, le=1)
+    val: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.2, ge=0, le=1)
+    seed: int = 0
+
+    def fractions(self) -> dict[str, float]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+class DedupSpec(_Model):
+    """Near-duplicate thresholds (see ``docs/deduplication.md`` for how they were chosen)."""
+
+    max_hamming: int = Field(DEFAULT_MAX_HAMMING, ge=0, le=32)
+    min_correlation: float = Field(DEFAULT_MIN_CORRELATION, ge=0, le=1)
+    min_detail: float = Field(DEFAULT_MIN_DETAIL, ge=0, le=1)
+
+
+class Recipe(_Model):
+    """What an assembled dataset holds.
+
+    Example:
+        >>> recipe = load_recipe("xray-covid")
+        >>> sorted(recipe.classes), recipe.views
+        (['covid19', 'normal', 'pneumonia'], ['PA', 'AP', 'AP_SUPINE'])
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    description: str
+    modality: list[Literal["XR", "CR", "DX", "CT"]] = ["XR", "CR", "DX"]
+    sources: list[str] | Literal["all"] = "all"
+    exclude_sources: list[str] = []
+    views: list[str] = ["PA", "AP", "AP_SUPINE"]
+    keep_unknown_view: bool = True
+    adult_only: bool = False
+    include_augmented: bool = False
+    classes: dict[str, list[str]]
+    """Dataset class → harmonised labels that make it (a class merge is several labels)."""
+    membership: Literal["covidx"] | None = None
+    """Take split and class from an upstream membership list instead (COVIDx)."""
+    split: SplitSpec = SplitSpec()
+    dedup: DedupSpec = DedupSpec()
+
+    @field_validator("views")
+    @classmethod
+    def _views(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in VIEWS]
+        if unknown:
+            raise ValueError(f"unknown views {unknown}; known: {list(VIEWS)}")
+        return value
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        seen: dict[str, str] = {}
+        for name, labels in value.items():
+            for label in labels:
+                if label not in LABELS:
+                    raise ValueError(f"class {name}: unknown label {label!r}")
+                if label in seen:
+                    raise ValueError(f"label {label!r} is in classes {seen[label]} and {name}")
+                seen[label] = name
+        return value
+
+    def class_of(self, label: str) -> str | None:
+        """The dataset class of a harmonised label, or None when the recipe leaves it out."""
+        for name, labels in self.classes.items():
+            if label in labels:
+                return name
+        return None
+
+
+def recipe_names() -> list[str]:
+    """Recipes shipped with the package."""
+    folder = resources.files("covid19_images.recipes")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A packaged recipe by name, or a recipe TOML file by path.
+
+    Raises:
+        RecipeError: Unknown name (with the known ones) or invalid file (with the fields).
+    """
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.is_file():
+        text = path.read_text(encoding="utf-8")
+    else:
+        resource = resources.files("covid19_images.recipes") / f"{name_or_path}.toml"
+        if not resource.is_file():
+            raise RecipeError(
+                f"unknown recipe {str(name_or_path)!r}; known: {', '.join(recipe_names())} "
+                "(or a path to a recipe .toml)"
+            )
+        text = resource.read_text(encoding="utf-8")
+    try:
+        return Recipe.model_validate(tomllib.loads(text))
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise RecipeError(f"invalid recipe {name_or_path}: {exc}") from exc
