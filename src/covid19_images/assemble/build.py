@@ -1,0 +1,391 @@
+"""``build RECIPE``: from raw sources to a ready-to-train folder, audited.
+
+Stages, in order: ingest every source of the recipe that is present → filter by the recipe
+(modality, view, age, class) → process (decode once, hashes, copies; cached) → deduplicate across
+sources → split by patient and duplicate cluster → write the dataset folder → audit it.
+
+The folder ``<out>/<recipe>/`` holds ``train/ val/ test/`` with one folder per class (image files,
+ImageFolder-ready), ``manifest.parquet``, ``problems.csv``, ``duplicates.csv``, ``datasheet.md``,
+``lock.json`` and ``audit.json``. It is written under a temporary name and renamed into place
+when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from covid19_images import __version__
+from covid19_images.assemble.recipe import Recipe, RecipeError, load_recipe
+from covid19_images.assemble.splits import group_ids, stratified_group_split
+from covid19_images.catalog import load_catalog
+from covid19_images.dedup.clusters import DedupResult, deduplicate
+from covid19_images.errors import Covid19ImagesError
+from covid19_images.fetch import data_root, locate
+from covid19_images.problems import ProblemLog
+from covid19_images.process.executor import Executor, LocalExecutor
+from covid19_images.process.pipeline import Params, output_dir, process_records
+from covid19_images.records import Record, records_frame
+from covid19_images.sources import adapter_ids, get_adapter
+from covid19_images.sources.covidx import covidx_membership
+
+MANIFEST = "manifest.parquet"
+LOCK = "lock.json"
+
+
+class BuildError(Covid19ImagesError):
+    """A build cannot start or finish (no sources present, a lock that does not match)."""
+
+
+@dataclass
+class BuildResult:
+    """What a build made."""
+
+    path: Path
+    manifest: pd.DataFrame
+    problems: ProblemLog
+    sources_used: dict[str, str]
+    """Source id → where its files were (path and origin)."""
+    sources_missing: list[str] = field(default_factory=list)
+    dedup: DedupResult | None = None
+
+
+def build(
+    recipe: Recipe | str | Path,
+    *,
+    out: Path | str,
+    mirror: Path | str | None = None,
+    root: Path | str | None = None,
+    size: int = 224,
+    seed: int | None = None,
+    workers: int | None = None,
+    lock: Path | str | None = None,
+    sources: list[str] | None = None,
+    executor: Executor | None = None,
+    progress: bool = True,
+) -> BuildResult:
+    """Build a dataset folder from a recipe and the sources present.
+
+    Args:
+        recipe: A recipe, a packaged recipe name (``xray-covid``) or a recipe TOML path.
+        out: Folder that receives ``<recipe name>/``.
+        mirror: Read-only folder of upstream folders.
+        root: Data root (raw downloads; the processed cache lives in ``<root>/processed``).
+        size: Side of the square images written to the split folders.
+        seed: Split seed (default: the recipe's).
+        workers: Processes for decoding (default: all cores).
+        lock: A ``lock.json`` of an earlier build: rebuild exactly that (recipe, seed, size).
+        sources: Only these source ids (default: the recipe's).
+        executor: Where per-image work runs (default: a local pool with ``workers``).
+        progress: Show progress bars.
+
+    Example:
+        >>> result = build("xray-covid", out="out", mirror="../shared/sources")  # doctest: +SKIP
+        >>> result.manifest.groupby(["split", "class"]).size()  # doctest: +SKIP
+    """
+    locked: dict[str, Any] | None = None
+    if lock is not None:
+        locked = _read_lock(Path(lock))
+        recipe = Recipe.model_validate(locked["recipe"])
+        seed, size = int(locked["seed"]), int(locked["size"])
+        sources = list(locked["sources"])
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    seed = recipe.split.seed if seed is None else seed
+    base = data_root(root)
+    executor = executor or LocalExecutor(workers, progress=progress)
+    log = ProblemLog()
+
+    records, used, missing = _ingest(recipe, sources, base, mirror, log)
+    if not records:
+        raise BuildError(
+            f"no images for recipe {recipe.name}: none of its sources is present "
+            f"(looked for {', '.join(missing) or 'nothing'}); fetch some or pass --mirror"
+        )
+    membership = _membership(recipe, base, mirror, log)
+    selected = _select(recipe, records, membership, log)
+    params = Params(sizes=tuple(sorted({224, 512, size})))
+    cache = base / "processed" / "xray"
+    roots = {source: Path(where.split(" (", 1)[0]) for source, where in used.items()}
+    processed, _ = process_records(
+        selected, roots, cache, params=params, executor=executor, log=log
+    )
+    dedup = deduplicate(
+        processed,
+        cache,
+        log,
+        max_hamming=recipe.dedup.max_hamming,
+        min_correlation=recipe.dedup.min_correlation,
+        min_detail=recipe.dedup.min_detail,
+    )
+    kept = dedup.kept
+    splits = _splits(recipe, kept, membership, seed)
+
+    manifest = _manifest(recipe, kept, splits, size)
+    final = Path(out) / recipe.name
+    lock_data = _lock(recipe, seed, size, kept, used, params)
+    if locked is not None:
+        _check_lock(locked, lock_data)
+    _write(final, manifest, kept, cache, size, log, dedup, lock_data, recipe, used, missing)
+    return BuildResult(final, manifest, log, used, missing, dedup)
+
+
+def _ingest(
+    recipe: Recipe,
+    only: list[str] | None,
+    base: Path,
+    mirror: Path | str | None,
+    log: ProblemLog,
+) -> tuple[list[Record], dict[str, str], list[str]]:
+    catalog = load_catalog()
+    wanted_modality = "ct" if recipe.modality == ["CT"] else "xray"
+    if only:
+        ids = [catalog.get(s).id for s in only]
+    elif recipe.sources == "all":
+        ids = [s for s in adapter_ids() if wanted_modality in catalog.get(s).modality]
+    else:
+        ids = [catalog.get(s).id for s in recipe.sources]
+    ids = [s for s in ids if s not in set(recipe.exclude_sources)]
+    records: list[Record] = []
+    used: dict[str, str] = {}
+    missing: list[str] = []
+    for source in ids:
+        located = locate(source, root=base, mirror=mirror)
+        if located is None:
+            missing.append(source)
+            continue
+        source_log = ProblemLog()
+        found = get_adapter(source).records(located.path, source_log)
+        log.extend(source_log)
+        version = catalog.get(source).version if located.origin == "fetched" else None
+        for record in found:
+            record.source_version = version
+        records.extend(found)
+        used[source] = f"{located.path} ({located.origin})"
+    return records, used, missing
+
+
+def _membership(
+    recipe: Recipe, base: Path, mirror: Path | str | None, log: ProblemLog
+) -> dict[tuple[str, str], tuple[str, str]] | None:
+    """(catalog source, file name) → (split, COVIDx label), for membership recipes."""
+    if recipe.membership != "covidx":
+        return None
+    located = locate("covidx", root=base, mirror=mirror)
+    if located is None:
+        raise RecipeError("the covidx recipe needs the COVIDx label files: fetch covidx first")
+    table = covidx_membership(located.path, log)
+    return {
+        (str(source), str(name)): (str(split), str(label))
+        for source, name, split, label in zip(
+            table["catalog_source"],
+            table["filename"],
+            table["split"],
+            table["label_9a"],
+            strict=True,
+        )
+        if isinstance(source, str)
+    }
+
+
+_COVIDX_LABEL = {"COVID-19": "covid19", "pneumonia": "pneumonia_other", "normal": "normal"}
+
+
+def _select(
+    recipe: Recipe,
+    records: list[Record],
+    membership: dict[tuple[str, str], tuple[str, str]] | None,
+    log: ProblemLog,
+) -> list[Record]:
+    """The records the recipe wants; every other one gets a problem row saying why."""
+    selected = []
+    for r in records:
+        why = _leave_out(recipe, r, membership)
+        if why is None:
+            selected.append(r)
+        elif why:  # "" means the adapter already reported it (augmented copies)
+            kind = "wrong-modality" if why.startswith("modality") else "filtered"
+            log.add(r.source, r.path_raw, r.source_row, kind, "excluded", why)
+    return selected
+
+
+def _leave_out(
+    recipe: Recipe,
+    r: Record,
+    membership: dict[tuple[str, str], tuple[str, str]] | None,
+) -> str | None:
+    if r.modality not in recipe.modality:
+        return (
+            f"modality {r.modality} is not in recipe {recipe.name} ({', '.join(recipe.modality)})"
+        )
+    if "augmented" in r.tags and not recipe.include_augmented:
+        return ""
+    if r.view not in recipe.views and not (r.view == "UNKNOWN" and recipe.keep_unknown_view):
+        return f"view {r.view} is not in recipe {recipe.name}"
+    if recipe.adult_only and ("paediatric" in r.tags or (r.age is not None and r.age < 18)):
+        return "a child's image, and the recipe is adult-only"
+    if membership is not None:
+        hit = membership.get((r.source, Path(r.path_raw).name))
+        if hit is None:
+            return "not in the COVIDx label files"
+        r.upstream_split = hit[0]
+        r.attributes["covidx_label"] = hit[1]
+        label = _COVIDX_LABEL.get(hit[1], "unknown")
+    else:
+        label = r.label
+    if recipe.class_of(label) is None:
+        return f"label {label} is not a class of recipe {recipe.name}"
+    return None
+
+
+def _class(recipe: Recipe, r: Record) -> str:
+    label = _COVIDX_LABEL.get(r.attributes.get("covidx_label", ""), r.label)
+    name = recipe.class_of(label if recipe.membership else r.label)
+    assert name is not None  # _select kept only records with a class
+    return name
+
+
+def _splits(
+    recipe: Recipe,
+    kept: list[Record],
+    membership: dict[tuple[str, str], tuple[str, str]] | None,
+    seed: int,
+) -> list[str]:
+    if membership is not None:
+        return [r.upstream_split or "train" for r in kept]
+    groups = group_ids(
+        [r.uid for r in kept],
+        [r.patient_id for r in kept],
+        [r.attributes.get("dup_cluster") for r in kept],
+    )
+    return stratified_group_split(
+        groups, [_class(recipe, r) for r in kept], recipe.split.fractions(), seed
+    )
+
+
+def _manifest(recipe: Recipe, kept: list[Record], splits: list[str], size: int) -> pd.DataFrame:
+    frame = records_frame(kept)
+    by_uid = {r.uid: (s, _class(recipe, r)) for r, s in zip(kept, splits, strict=True)}
+    frame["split"] = frame["uid"].map(lambda u: by_uid[u][0])
+    frame["class"] = frame["uid"].map(lambda u: by_uid[u][1])
+    frame["path"] = [
+        f"{s}/{c}/{u}.png"
+        for u, s, c in zip(frame["uid"], frame["split"], frame["class"], strict=True)
+    ]
+    frame["size"] = size
+    return frame.sort_values("uid", kind="stable").reset_index(drop=True)
+
+
+def _lock(
+    recipe: Recipe,
+    seed: int,
+    size: int,
+    kept: list[Record],
+    used: dict[str, str],
+    params: Params,
+) -> dict[str, Any]:
+    files: dict[str, list[tuple[str, str]]] = {s: [] for s in used}
+    for r in kept:
+        files[r.source].append((r.path_raw, r.sha256_file or ""))
+    catalog = load_catalog()
+    return {
+        "tool": f"covid19-images {__version__}",
+        "recipe": recipe.model_dump(mode="json"),
+        "seed": seed,
+        "size": size,
+        "process": {"sizes": list(params.sizes), "version": params.version},
+        "sources": {
+            s: {
+                "version": catalog.get(s).version,
+                "origin": where.rsplit(" (", 1)[-1].rstrip(")"),
+                "files": len(files[s]),
+                "files_sha256": hashlib.sha256(
+                    "\n".join(f"{p}\t{h}" for p, h in sorted(files[s])).encode()
+                ).hexdigest(),
+            }
+            for s, where in sorted(used.items())
+        },
+    }
+
+
+def _read_lock(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for key in ("recipe", "seed", "size", "sources"):
+            data[key]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BuildError(f"{path} is not a lock file of covid19-images: {exc}") from exc
+    return dict(data)
+
+
+def _check_lock(locked: dict[str, Any], now: dict[str, Any]) -> None:
+    changed = [
+        s
+        for s, info in locked["sources"].items()
+        if now["sources"].get(s, {}).get("files_sha256") != info.get("files_sha256")
+    ]
+    if changed:
+        raise BuildError(
+            "the files of these sources differ from the lock, so the build cannot be "
+            f"reproduced: {', '.join(changed)}"
+        )
+
+
+def _write(
+    final: Path,
+    manifest: pd.DataFrame,
+    kept: list[Record],
+    cache: Path,
+    size: int,
+    log: ProblemLog,
+    dedup: DedupResult,
+    lock_data: dict[str, Any],
+    recipe: Recipe,
+    used: dict[str, str],
+    missing: list[str],
+) -> None:
+    from covid19_images.assemble.datasheet import write_datasheet
+    from covid19_images.audit import audit_dataset
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        keys = {r.uid: r.processed_key or "" for r in kept}
+        for uid, rel in zip(manifest["uid"], manifest["path"], strict=True):
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = output_dir(cache, keys[uid]) / f"{size}.png"
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+        manifest.to_parquet(tmp / MANIFEST, index=False)
+        log.write_csv(tmp / "problems.csv")
+        dedup.pairs.to_csv(tmp / "duplicates.csv", index=False)
+        lock_data["manifest_sha256"] = hashlib.sha256((tmp / MANIFEST).read_bytes()).hexdigest()
+        (tmp / LOCK).write_text(json.dumps(lock_data, indent=2, sort_keys=True) + "\n")
+        report = audit_dataset(
+            tmp,
+            max_hamming=recipe.dedup.max_hamming,
+            min_correlation=recipe.dedup.min_correlation,
+            min_detail=recipe.dedup.min_detail,
+        )
+        (tmp / "audit.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+        write_datasheet(tmp, recipe, manifest, log, dedup, report, used, missing)
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{os.getpid()}"
+            final.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,5 @@
+"""Audit: leakage between splits (patients, near-duplicate images) and label confounding."""
+
+from covid19_images.audit.report import AuditError, AuditReport, audit_dataset, write_report
+
+__all__ = ["AuditError", "AuditReport", "audit_dataset", "write_report"]
