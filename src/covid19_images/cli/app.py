@@ -25,6 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.table import Table
 
 from covid19_images import RESEARCH_USE_NOTICE, __version__
 from covid19_images.catalog import load_catalog
@@ -211,6 +212,92 @@ def fetch_command(
             )
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("build")
+@_handled
+def build_command(
+    recipe: Annotated[
+        str, typer.Argument(help="Recipe name (xray-covid, xray-binary, covidx) or a recipe .toml.")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder that receives <recipe>/.")] = Path(
+        "datasets"
+    ),
+    root: RootOption = None,
+    mirror: MirrorOption = None,
+    size: Annotated[int, typer.Option(min=16, max=2048, help="Side of the square images.")] = 224,
+    seed: Annotated[int | None, typer.Option(help="Split seed (default: the recipe's).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Decoding processes (default: all cores).")
+    ] = None,
+    lock: Annotated[
+        Path | None, typer.Option("--lock", help="Rebuild exactly what a lock.json describes.")
+    ] = None,
+    sources: Annotated[
+        str | None, typer.Option(help="Comma-separated source ids (default: the recipe's).")
+    ] = None,
+    strict: Annotated[bool, typer.Option(help="Exit non-zero when there are problems.")] = False,
+) -> None:
+    """Assemble a dataset: ingest, process, deduplicate, split by patient, write, audit."""
+    from covid19_images.assemble.build import build
+
+    result = build(
+        recipe,
+        out=out_dir,
+        mirror=mirror,
+        root=root,
+        size=size,
+        seed=seed,
+        workers=workers,
+        lock=lock,
+        sources=[s.strip() for s in sources.split(",") if s.strip()] if sources else None,
+    )
+    counts = result.manifest.groupby(["class", "split"]).size().unstack(fill_value=0)
+    counts = counts.reindex(columns=[s for s in ("train", "val", "test") if s in counts])
+    out.print(out_table(counts))
+    out.print(f"sources: {', '.join(sorted(result.sources_used))}", highlight=False)
+    if result.sources_missing:
+        out.print(f"not present: {', '.join(result.sources_missing)}", highlight=False)
+    out.print(f"{result.problems.summary()} (see problems.csv)", highlight=False)
+    audit = json.loads((result.path / "audit.json").read_text(encoding="utf-8"))
+    for warning in audit["warnings"]:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    out.print(f"[green]{result.path}[/] ({len(result.manifest)} images)", highlight=False)
+    out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)
+    if audit["leakage"]:
+        err.print("[bold red]error:[/] the audit found leakage between splits (audit.json)")
+        raise typer.Exit(1)
+    if strict and len(result.problems):
+        raise typer.Exit(1)
+
+
+@app.command("audit")
+@_handled
+def audit_command(
+    dataset: Annotated[Path, typer.Argument(help="An assembled dataset folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check a dataset for leakage (patients, near-duplicate images) and confounding."""
+    from covid19_images.audit import audit_dataset
+
+    report = audit_dataset(dataset)
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        out.print(report.text(), highlight=False)
+    if report.leakage:
+        raise typer.Exit(1)
+
+
+def out_table(counts: Any) -> Table:
+    """Class x split counts as a rich table."""
+    table = Table(title="images per class and split")
+    table.add_column("class", style="bold")
+    for column in counts.columns:
+        table.add_column(str(column), justify="right")
+    for name, row in counts.iterrows():
+        table.add_row(str(name), *(str(int(v)) for v in row))
+    return table
 
 
 @contextmanager
