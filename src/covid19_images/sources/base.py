@@ -99,6 +99,7 @@ class FileIndex:
     files: dict[str, str] = field(default_factory=dict)
     """Relative POSIX path → the same; keyed by its case-folded form for lookups."""
     claimed: set[str] = field(default_factory=set)
+    _stems: dict[str, str] | None = field(default=None, repr=False)
 
     @classmethod
     def scan(
@@ -121,11 +122,12 @@ class FileIndex:
 
     def find_stem(self, folder: str, stem: str) -> str | None:
         """The file ``folder/stem.<any image suffix>`` (upstream omits the extension)."""
+        if self._stems is None:  # built once: upstream sheets name tens of thousands of files
+            self._stems = {}
+            for key, rel in sorted(self.files.items()):
+                self._stems.setdefault(key.rsplit(".", 1)[0], rel)
         prefix = f"{folder}/{stem}".casefold() if folder else stem.casefold()
-        for key, rel in self.files.items():
-            if key.rsplit(".", 1)[0] == prefix:
-                return rel
-        return None
+        return self._stems.get(prefix)
 
     def claim(self, rel: str) -> None:
         """Mark ``rel`` as named by a row."""
