@@ -128,3 +128,43 @@ def test_build_with_no_source_present_says_what_to_do(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "none of its sources is present" in result.output
     assert not (tmp_path / "o" / "xray-covid").exists()
+
+
+def test_recipe_options_from_the_command_line(shared_sources: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "build",
+            "xray-covid",
+            "--sources",
+            "zhanglab,ieee8023",
+            "--mirror",
+            str(shared_sources),
+            "--out",
+            str(tmp_path / "d"),
+            "--root",
+            str(tmp_path / "r"),
+            "--workers",
+            "1",
+            "--adult-only",
+            "--views",
+            "PA",
+            "--class",
+            "covid19=covid19",
+            "--class",
+            "other=normal,pneumonia_viral,pneumonia_bacterial,pneumonia_other",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    manifest = pd.read_parquet(tmp_path / "d" / "xray-covid" / "manifest.parquet")
+    assert set(manifest["class"]) == {"covid19", "other"}
+    assert set(manifest["view"]) == {"PA", "AP"}  # no AP_SUPINE, LATERAL or UNKNOWN
+    assert "zhanglab" not in set(manifest["source"])  # every Zhang Lab image is a child's
+    problems = pd.read_csv(tmp_path / "d" / "xray-covid" / "problems.csv")
+    assert (problems["detail"] == "a child's image, and the recipe is adult-only").sum() == 39
+
+
+def test_bad_class_option_is_a_usage_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["build", "xray-covid", "--class", "oops"])
+    assert result.exit_code == 2
+    assert "NAME=LABEL" in result.output

@@ -133,3 +133,52 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         return Recipe.model_validate(tomllib.loads(text))
     except (tomllib.TOMLDecodeError, ValidationError) as exc:
         raise RecipeError(f"invalid recipe {name_or_path}: {exc}") from exc
+
+
+def with_options(
+    recipe: Recipe,
+    *,
+    views: list[str] | None = None,
+    adult_only: bool | None = None,
+    classes: dict[str, list[str]] | None = None,
+    sources: list[str] | None = None,
+) -> Recipe:
+    """The recipe with command-line options applied (validated again).
+
+    Example:
+        >>> r = with_options(load_recipe("xray-covid"), views=["PA"], adult_only=True,
+        ...                  classes={"covid19": ["covid19"], "other": ["normal"]})
+        >>> r.views, r.adult_only, sorted(r.classes)
+        (['PA'], True, ['covid19', 'other'])
+    """
+    update: dict[str, object] = {}
+    if views:
+        update["views"] = views
+    if adult_only is not None:
+        update["adult_only"] = adult_only
+    if classes:
+        update["classes"] = classes
+    if sources:
+        update["sources"] = sources
+    if not update:
+        return recipe
+    try:
+        return Recipe.model_validate({**recipe.model_dump(), **update})
+    except ValidationError as exc:
+        raise RecipeError(f"invalid options for recipe {recipe.name}: {exc}") from exc
+
+
+def parse_merge(options: list[str]) -> dict[str, list[str]]:
+    """``["pneumonia=pneumonia_viral,pneumonia_bacterial", ...]`` → classes.
+
+    Example:
+        >>> parse_merge(["covid19=covid19", "other=normal,pneumonia_viral"])
+        {'covid19': ['covid19'], 'other': ['normal', 'pneumonia_viral']}
+    """
+    classes: dict[str, list[str]] = {}
+    for option in options:
+        name, sep, labels = option.partition("=")
+        if not sep or not name.strip() or not labels.strip():
+            raise RecipeError(f"--class {option!r}: write NAME=LABEL[,LABEL...]")
+        classes[name.strip()] = [x.strip() for x in labels.split(",") if x.strip()]
+    return classes

@@ -237,12 +237,41 @@ def build_command(
         str | None, typer.Option(help="Comma-separated source ids (default: the recipe's).")
     ] = None,
     strict: Annotated[bool, typer.Option(help="Exit non-zero when there are problems.")] = False,
+    views: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated views to keep, e.g. PA,AP (default: the recipe's)."),
+    ] = None,
+    adult_only: Annotated[
+        bool | None,
+        typer.Option(
+            "--adult-only/--any-age",
+            help="Leave out children's images (default: the recipe's).",
+            show_default=False,
+        ),
+    ] = None,
+    class_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--class", help="NAME=LABEL[,LABEL...], repeatable: classes as merges of labels."
+        ),
+    ] = None,
 ) -> None:
     """Assemble a dataset: ingest, process, deduplicate, split by patient, write, audit."""
     from covid19_images.assemble.build import build
+    from covid19_images.assemble.recipe import load_recipe, parse_merge, with_options
 
+    chosen = (
+        with_options(
+            load_recipe(recipe),
+            views=[v.strip() for v in views.split(",") if v.strip()] if views else None,
+            adult_only=adult_only,
+            classes=parse_merge(class_) if class_ else None,
+        )
+        if lock is None
+        else recipe
+    )
     result = build(
-        recipe,
+        chosen,
         out=out_dir,
         mirror=mirror,
         root=root,
