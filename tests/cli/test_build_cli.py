@@ -148,7 +148,7 @@ def test_recipe_options_from_the_command_line(shared_sources: Path, tmp_path: Pa
             "1",
             "--adult-only",
             "--views",
-            "PA",
+            "PA,AP",
             "--class",
             "covid19=covid19",
             "--class",
