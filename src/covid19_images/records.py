@@ -87,6 +87,8 @@ class Record:
     phash: str | None = None
     processed_key: str | None = None
     """Key of the record's folder in the processed cache (layer 2)."""
+    dicom_path: str | None = None
+    """The record's de-identified DICOM, relative to the processed cache."""
     tags: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     attributes: dict[str, Any] = field(default_factory=dict)

@@ -256,3 +256,26 @@ def test_rebuild_from_the_lock_is_byte_identical(
     lock = json.loads((built.path / "lock.json").read_text())
     assert lock["seed"] == 0 and lock["recipe"]["name"] == "xray-covid"
     assert set(lock["sources"]) == set(built.sources_used)
+
+
+def test_each_image_has_a_de_identified_dicom(built: BuildResult) -> None:
+    import pydicom
+
+    cache = built.path.parent.parent / "root" / "processed" / "xray"
+    manifest = pd.read_parquet(built.path / "manifest.parquet")
+    assert manifest["dicom_path"].notna().all()
+    sample = manifest.groupby("source").head(5)
+    for row in sample.itertuples():
+        path = cache / row.dicom_path
+        ds = pydicom.dcmread(path)
+        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture
+        assert ds.PatientIdentityRemoved == "YES"
+        assert row.source in str(ds.ImageComments)
+        assert ds.pixel_array.shape[:2] == (row.height, row.width)
+        data = path.read_bytes()
+        if isinstance(row.patient_id, str):
+            upstream_id = row.patient_id.split(":", 1)[1]
+            assert row.patient_id.encode() not in data
+            if len(upstream_id) >= 4:  # short numeric ids would match anything
+                assert upstream_id.encode() not in data
+                assert ds.PatientID != upstream_id

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,9 @@ from covid19_images.dedup.clusters import DedupResult, deduplicate
 from covid19_images.errors import Covid19ImagesError
 from covid19_images.fetch import data_root, locate
 from covid19_images.problems import ProblemLog
+from covid19_images.process.dicom import write_secondary_capture
 from covid19_images.process.executor import Executor, LocalExecutor
+from covid19_images.process.image import DecodeError
 from covid19_images.process.pipeline import Params, output_dir, process_records
 from covid19_images.records import Record, records_frame
 from covid19_images.sources import adapter_ids, get_adapter
@@ -70,6 +73,7 @@ def build(
     sources: list[str] | None = None,
     executor: Executor | None = None,
     progress: bool = True,
+    dicom: bool = True,
 ) -> BuildResult:
     """Build a dataset folder from a recipe and the sources present.
 
@@ -85,6 +89,7 @@ def build(
         sources: Only these source ids (default: the recipe's).
         executor: Where per-image work runs (default: a local pool with ``workers``).
         progress: Show progress bars.
+        dicom: Write a de-identified DICOM per kept image into the processed layer.
 
     Example:
         >>> result = build("xray-covid", out="out", mirror="../shared/sources")  # doctest: +SKIP
@@ -126,6 +131,8 @@ def build(
         min_detail=recipe.dedup.min_detail,
     )
     kept = dedup.kept
+    if dicom:
+        _write_dicoms(kept, roots, cache, _salt(base), executor, log)
     splits = _splits(recipe, kept, membership, seed)
 
     manifest = _manifest(recipe, kept, splits, size)
@@ -135,6 +142,90 @@ def build(
         _check_lock(locked, lock_data)
     _write(final, manifest, kept, cache, size, log, dedup, lock_data, recipe, used, missing)
     return BuildResult(final, manifest, log, used, missing, dedup)
+
+
+DICOM_VERSION = 1
+SALT_ENV = "COVID19_IMAGES_SALT"
+
+
+def _salt(base: Path) -> bytes:
+    """The key of the pseudonyms: ``$COVID19_IMAGES_SALT``, else ``<root>/salt`` (made once)."""
+    env = os.environ.get(SALT_ENV)
+    if env:
+        return env.encode("utf-8")
+    path = base / "salt"
+    if not path.is_file():
+        base.mkdir(parents=True, exist_ok=True)
+        try:
+            with path.open("x", encoding="ascii") as fh:  # another build may race us: keep theirs
+                fh.write(secrets.token_hex(32))
+        except FileExistsError:
+            pass
+    return path.read_bytes().strip()
+
+
+@dataclass(frozen=True)
+class _DicomTask:
+    image: str
+    record: Record
+    out: str
+    salt: bytes
+
+
+def _dicom_one(task: _DicomTask) -> str | None:
+    """Worker: write one DICOM unless it is there; the error text, or None."""
+    out = Path(task.out)
+    if out.is_file():
+        return None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_secondary_capture(Path(task.image), task.record, out, salt=task.salt)
+    except DecodeError as exc:
+        return f"{exc.kind}: {exc}"
+    return None
+
+
+def _write_dicoms(
+    kept: list[Record],
+    roots: dict[str, Path],
+    cache: Path,
+    salt: bytes,
+    executor: Executor,
+    log: ProblemLog,
+) -> None:
+    """A de-identified DICOM per record, named by a digest of everything in its header."""
+    tasks = []
+    for r in kept:
+        facts = [
+            DICOM_VERSION,
+            r.sha256_file,
+            r.uid,
+            r.patient_id,
+            r.study_id,
+            r.series_id,
+            r.modality,
+            r.view,
+            r.sex,
+            r.age,
+            r.license,
+            r.source,
+        ]
+        digest = hashlib.sha256(json.dumps(facts, default=str).encode()).hexdigest()[:16]
+        r.dicom_path = f"dicom/{r.source}/{r.uid}-{digest}.dcm"
+        tasks.append(
+            _DicomTask(str(roots[r.source] / r.path_raw), r, str(cache / r.dicom_path), salt)
+        )
+    for r, error in zip(kept, executor.map(_dicom_one, tasks, "writing DICOM"), strict=True):
+        if error is not None:
+            log.add(
+                r.source,
+                r.path_raw,
+                r.source_row,
+                "unreadable-file",
+                "kept",
+                f"no DICOM written: {error}",
+            )
+            r.dicom_path = None
 
 
 def _ingest(

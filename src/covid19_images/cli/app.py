@@ -249,6 +249,9 @@ def build_command(
             show_default=False,
         ),
     ] = None,
+    dicom: Annotated[
+        bool, typer.Option(help="Write a de-identified DICOM per image (processed layer).")
+    ] = True,
     class_: Annotated[
         list[str] | None,
         typer.Option(
@@ -280,6 +283,7 @@ def build_command(
         workers=workers,
         lock=lock,
         sources=[s.strip() for s in sources.split(",") if s.strip()] if sources else None,
+        dicom=dicom,
     )
     counts = result.manifest.groupby(["class", "split"]).size().unstack(fill_value=0)
     counts = counts.reindex(columns=[s for s in ("train", "val", "test") if s in counts])
