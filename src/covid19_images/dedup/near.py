@@ -5,9 +5,7 @@ steps, because chest radiographs look alike and a small perceptual-hash distance
 films of different patients:
 
 1. **Candidates** — pairs whose 64-bit perceptual hashes differ in at most ``max_hamming`` bits,
-   found with a multi-index hash (the 64 bits cut into ``max_hamming + 1`` blocks: by the
-   pigeonhole principle two hashes that close agree exactly on at least one block), so only pairs
-   that share a block are ever compared, not all n² pairs.
+   found with a multi-index hash (:func:`candidate_pairs`), never by comparing all n² pairs.
 2. **Confirmation** — each candidate pair's whole-frame 64 x 64 thumbnails are compared pixel by
    pixel, twice: the Pearson correlation of the thumbnails themselves (``min_correlation``) and of
    their detail, the thumbnail minus its Gaussian blur (``min_detail``). Distinct chest films
@@ -24,7 +22,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import combinations, pairwise
+from itertools import combinations
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -57,7 +55,7 @@ class DuplicateReport:
     clusters: list[list[int]]
     """Groups of two or more indices that are copies of one image."""
     candidates: int
-    """Pairs the index handed to the Hamming check (out of n(n-1)/2)."""
+    """Pairs within the Hamming threshold that the pixel test examined."""
 
 
 def hamming(a: int, b: int) -> int:
@@ -70,27 +68,63 @@ def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
 
-def candidate_pairs(hashes: Sequence[int], max_hamming: int) -> set[tuple[int, int]]:
-    """Pairs (i < j) that agree exactly on at least one of ``max_hamming + 1`` hash blocks.
+_BLOCKS = 4
+_BLOCK_BITS = 64 // _BLOCKS
+_CHUNK = 2048
 
-    Every pair within ``max_hamming`` bits is among them (pigeonhole), so nothing is missed.
+
+def _masks(radius: int) -> np.ndarray:
+    """Every 16-bit value with at most ``radius`` bits set (the probe offsets of a block)."""
+    values = np.arange(1 << _BLOCK_BITS, dtype=np.uint32)
+    return values[np.bitwise_count(values) <= radius]
+
+
+def candidate_pairs(hashes: Sequence[int], max_hamming: int) -> np.ndarray:
+    """Pairs ``(i, j)``, ``i < j``, whose 64-bit hashes differ in at most ``max_hamming`` bits.
+
+    A multi-index hash: the 64 bits are four 16-bit blocks, and two hashes within
+    ``max_hamming`` bits differ in at most ``max_hamming // 4`` bits of at least one block
+    (pigeonhole). Each hash probes, in each block's table, the values within that radius of its
+    own block; only the images found there are compared on all 64 bits, in vectorised chunks, so
+    memory stays bounded and the work grows with the number of near neighbours rather than with
+    all n(n-1)/2 pairs.
 
     Example:
-        >>> sorted(candidate_pairs([0, 1, 2**63, 0xFFFF_FFFF_FFFF_FFFF], 1))
-        [(0, 1), (0, 2)]
+        >>> candidate_pairs([0, 1, 2**63, 0xFFFF_FFFF_FFFF_FFFF, 3], 1).tolist()
+        [[0, 1], [0, 2], [1, 4]]
     """
-    blocks = max_hamming + 1
-    edges = np.linspace(0, 64, blocks + 1).astype(int)
-    found: set[tuple[int, int]] = set()
-    for lo, hi in pairwise(int(e) for e in edges):
-        mask = (1 << (hi - lo)) - 1
-        buckets: dict[int, list[int]] = defaultdict(list)
-        for i, h in enumerate(hashes):
-            buckets[(h >> lo) & mask].append(i)
-        for members in buckets.values():
-            if len(members) > 1:
-                found.update(combinations(members, 2))
-    return found
+    values = np.asarray([int(h) for h in hashes], dtype=np.uint64)
+    n = len(values)
+    if n < 2:
+        return np.empty((0, 2), dtype=np.int64)
+    masks = _masks(max_hamming // _BLOCKS).astype(np.int64)
+    found: list[np.ndarray] = []
+    for block in range(_BLOCKS):
+        keys = ((values >> np.uint64(block * _BLOCK_BITS)) & np.uint64(0xFFFF)).astype(np.int64)
+        order = np.argsort(keys, kind="stable")
+        counts = np.bincount(keys, minlength=1 << _BLOCK_BITS)
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        for lo in range(0, n, _CHUNK):
+            items = np.arange(lo, min(lo + _CHUNK, n))
+            probes = keys[items, None] ^ masks[None, :]
+            sizes = counts[probes].ravel()
+            hit = sizes > 0
+            if not hit.any():
+                continue
+            owners = np.repeat(items, len(masks))[hit]
+            sizes, firsts = sizes[hit], starts[probes.ravel()[hit]]
+            # A ragged arange: positions firsts[k] .. firsts[k] + sizes[k] - 1 for every k.
+            total = int(sizes.sum())
+            offsets = np.arange(total) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+            others = order[np.repeat(firsts, sizes) + offsets]
+            mine = np.repeat(owners, sizes)
+            keep = mine < others
+            mine, others = mine[keep], others[keep]
+            close = np.bitwise_count(values[mine] ^ values[others]) <= max_hamming
+            found.append(np.stack([mine[close], others[close]], axis=1))
+    if not found:
+        return np.empty((0, 2), dtype=np.int64)
+    return np.unique(np.concatenate(found), axis=0)
 
 
 def thumbnail_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -109,6 +143,15 @@ def thumbnail_correlation(a: np.ndarray, b: np.ndarray) -> float:
     if denominator == 0.0:
         return 1.0 if not fa.any() and not fb.any() else 0.0
     return float((fa * fb).sum() / denominator)
+
+
+def _standardised(pixels: np.ndarray) -> np.ndarray:
+    """Zero mean, unit norm, float32: the dot product of two is their Pearson correlation."""
+    flat = pixels.astype(np.float64).ravel()
+    flat -= flat.mean()
+    norm = float(np.linalg.norm(flat))
+    out: np.ndarray = (flat / norm if norm else flat).astype(np.float32)
+    return out
 
 
 def detail(thumb: np.ndarray) -> np.ndarray:
@@ -174,22 +217,22 @@ def find_duplicates(
     values = [int(phashes[i] or "0", 16) for i in valid]
     candidates = candidate_pairs(values, max_hamming)
     rejected: list[Pair] = []
-    cache: dict[int, np.ndarray] = {}
+    thumbs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def thumb(i: int) -> np.ndarray:
-        if i not in cache:
-            cache[i] = thumbnail(i)
-        return cache[i]
+    def thumb(i: int) -> tuple[np.ndarray, np.ndarray]:
+        if i not in thumbs:  # loaded, detailed and standardised once per image
+            pixels = thumbnail(i)
+            thumbs[i] = (_standardised(pixels), _standardised(detail(pixels)))
+        return thumbs[i]
 
-    for vi, vj in sorted(candidates):
+    for vi, vj in candidates.tolist():
         i, j = valid[vi], valid[vj]
         if (i, j) in exact_pairs:
             continue
         distance = hamming(values[vi], values[vj])
-        if distance > max_hamming:
-            continue
-        correlation = thumbnail_correlation(thumb(i), thumb(j))
-        fine = thumbnail_correlation(detail(thumb(i)), detail(thumb(j)))
+        (ti, di), (tj, dj) = thumb(i), thumb(j)
+        correlation = float(np.dot(ti, tj))  # Pearson correlation of standardised vectors
+        fine = float(np.dot(di, dj))
         pair = Pair(i, j, distance, round(correlation, 4), round(fine, 4), False)
         if correlation >= min_correlation and fine >= min_detail:
             pairs.append(pair)
