@@ -102,14 +102,14 @@ class Record:
 COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in fields(Record))
 
 
-def make_uid(source: str, path_raw: str, key: str | None = None) -> str:
-    """A stable id from the source, the file's path inside it and an optional row key.
+def make_uid(source: str, path_raw: str) -> str:
+    """A stable id from the source and the file's path inside it.
 
     Example:
         >>> make_uid("figure1", "images/COVID-00001.jpg")
         'figure1-c8d4994082d7a1a9'
     """
-    text = f"{source}\x00{path_raw}" + (f"\x00{key}" if key else "")
+    text = f"{source}\x00{path_raw}"
     return f"{source}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]}"
 
 

@@ -49,7 +49,8 @@ def test_records_of_the_present_images(result, metadata) -> None:  # type: ignor
         "PA",
     )
     assert covid.source_row == 15
-    assert covid.attributes["date_taken"] == "20200321"
+    assert covid.attributes["year_taken"] == "2020"
+    assert "20200321" not in covid.attributes["notes"]  # no full date reaches an output
     negative = by_path["images/CR.1.2.840.113564.1722810170.202003241816485934.1003000225002.png"]
     # 'No finding' means COVID-19 was excluded, not a normal film: unknown, without a problem.
     assert (negative.finding_raw, negative.label, negative.view) == ("No finding", "unknown", "AP")

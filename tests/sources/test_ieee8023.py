@@ -121,3 +121,16 @@ def test_bom_and_missing_columns_are_problems_not_crashes(tmp_path: Path) -> Non
     log = ProblemLog()
     assert get_adapter("ieee8023").records(broken, log) == []
     assert [p.kind for p in log] == ["missing-column", "orphan-file"]
+
+
+def test_severity_file_with_a_short_row_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    root = _write(tmp_path, HEADER + "1,0,F,40,COVID-19,,PA,X-ray,images,a.jpg,\n", ["a.jpg"])
+    (root / "annotations").mkdir()
+    (root / "annotations" / "covid-severity-scores.csv").write_text(
+        "## COVID-19 Pneumonia Severity Scores,,\n## License: CC BY-SA,,\n"
+        "filename,geographic_mean,opacity_mean\na.jpg,3.5,2.0\nb.jpg\n"
+    )
+    log = ProblemLog()
+    records = get_adapter("ieee8023").records(root, log)
+    assert records[0].attributes["severity_geographic_mean"] == "3.5"
+    assert [(p.kind, p.row) for p in log] == [("bad-value", 2)]

@@ -13,6 +13,7 @@ when complete.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -29,7 +30,7 @@ from covid19_images.assemble.splits import group_ids, stratified_group_split
 from covid19_images.catalog import load_catalog
 from covid19_images.dedup.clusters import DedupResult, deduplicate
 from covid19_images.errors import Covid19ImagesError
-from covid19_images.fetch import data_root, locate
+from covid19_images.fetch import Located, data_root, locate
 from covid19_images.problems import ProblemLog
 from covid19_images.process.dicom import write_secondary_capture
 from covid19_images.process.executor import Executor, LocalExecutor
@@ -54,7 +55,7 @@ class BuildResult:
     path: Path
     manifest: pd.DataFrame
     problems: ProblemLog
-    sources_used: dict[str, str]
+    sources_used: dict[str, Located]
     """Source id → where its files were (path and origin)."""
     sources_missing: list[str] = field(default_factory=list)
     dedup: DedupResult | None = None
@@ -98,9 +99,9 @@ def build(
     locked: dict[str, Any] | None = None
     if lock is not None:
         locked = _read_lock(Path(lock))
-        recipe = Recipe.model_validate(locked["recipe"])
-        seed, size = int(locked["seed"]), int(locked["size"])
-        sources = list(locked["sources"])
+        recipe = locked["recipe"]
+        seed, size = locked["seed"], locked["size"]
+        sources = [*locked["sources"], *locked.get("sources_missing", [])]
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     seed = recipe.split.seed if seed is None else seed
@@ -115,13 +116,18 @@ def build(
             f"(looked for {', '.join(missing) or 'nothing'}); fetch some or pass --mirror"
         )
     membership = _membership(recipe, base, mirror, log)
-    selected = _select(recipe, records, membership, log)
+    classes = _select(recipe, records, membership, log)
+    selected = [r for r in records if r.uid in classes]
+    if not selected:
+        raise BuildError(_nothing_passes(recipe, log))
     params = Params(sizes=tuple(sorted({224, 512, size})))
     cache = base / "processed" / "xray"
-    roots = {source: Path(where.split(" (", 1)[0]) for source, where in used.items()}
+    roots = {source: located.path for source, located in used.items()}
     processed, _ = process_records(
         selected, roots, cache, params=params, executor=executor, log=log
     )
+    if not processed:
+        raise BuildError(_nothing_passes(recipe, log))
     dedup = deduplicate(
         processed,
         cache,
@@ -133,15 +139,37 @@ def build(
     kept = dedup.kept
     if dicom:
         _write_dicoms(kept, roots, cache, _salt(base), executor, log)
-    splits = _splits(recipe, kept, membership, seed)
+    splits = _splits(recipe, kept, classes, membership is not None, seed)
 
-    manifest = _manifest(recipe, kept, splits, size)
+    manifest = _manifest(kept, classes, splits, size)
     final = Path(out) / recipe.name
-    lock_data = _lock(recipe, seed, size, kept, used, params)
+    lock_data = _lock(recipe, seed, size, kept, used, missing, params)
     if locked is not None:
         _check_lock(locked, lock_data)
-    _write(final, manifest, kept, cache, size, log, dedup, lock_data, recipe, used, missing)
+    _write(
+        final,
+        manifest,
+        kept,
+        cache,
+        size,
+        log,
+        dedup,
+        lock_data,
+        recipe,
+        used,
+        missing,
+        expected_manifest=locked.get("manifest_sha256") if locked is not None else None,
+    )
     return BuildResult(final, manifest, log, used, missing, dedup)
+
+
+def _nothing_passes(recipe: Recipe, log: ProblemLog) -> str:
+    frame = log.frame()
+    reasons = frame[frame["action"].isin(["excluded", "skipped"])]["detail"].value_counts()
+    top = "; ".join(f"{n} x {why}" for why, n in reasons.head(4).items())
+    return f"no image passes recipe {recipe.name}" + (
+        f" (most common reasons: {top})" if top else ""
+    )
 
 
 DICOM_VERSION = 1
@@ -156,12 +184,18 @@ def _salt(base: Path) -> bytes:
     path = base / "salt"
     if not path.is_file():
         base.mkdir(parents=True, exist_ok=True)
+        tmp = base / f".salt.{os.getpid()}"
+        tmp.write_text(secrets.token_hex(32), encoding="ascii")
         try:
-            with path.open("x", encoding="ascii") as fh:  # another build may race us: keep theirs
-                fh.write(secrets.token_hex(32))
+            os.link(tmp, path)  # atomic, and another build's salt wins a race
         except FileExistsError:
             pass
-    return path.read_bytes().strip()
+        finally:
+            tmp.unlink()
+    salt = path.read_bytes().strip()
+    if not salt:
+        raise BuildError(f"{path} is empty: delete it (a new salt is made) or set ${SALT_ENV}")
+    return salt
 
 
 @dataclass(frozen=True)
@@ -194,10 +228,13 @@ def _write_dicoms(
     log: ProblemLog,
 ) -> None:
     """A de-identified DICOM per record, named by a digest of everything in its header."""
+    keyed = hmac.new(salt, b"covid19-images dicom", "sha256").hexdigest()[:16]  # salt changes
     tasks = []
     for r in kept:
         facts = [
             DICOM_VERSION,
+            keyed,
+            r.bits_stored,
             r.sha256_file,
             r.uid,
             r.patient_id,
@@ -234,7 +271,7 @@ def _ingest(
     base: Path,
     mirror: Path | str | None,
     log: ProblemLog,
-) -> tuple[list[Record], dict[str, str], list[str]]:
+) -> tuple[list[Record], dict[str, Located], list[str]]:
     catalog = load_catalog()
     wanted_modality = "ct" if recipe.modality == ["CT"] else "xray"
     if only:
@@ -245,7 +282,7 @@ def _ingest(
         ids = [catalog.get(s).id for s in recipe.sources]
     ids = [s for s in ids if s not in set(recipe.exclude_sources)]
     records: list[Record] = []
-    used: dict[str, str] = {}
+    used: dict[str, Located] = {}
     missing: list[str] = []
     for source in ids:
         located = locate(source, root=base, mirror=mirror)
@@ -259,7 +296,7 @@ def _ingest(
         for record in found:
             record.source_version = version
         records.extend(found)
-        used[source] = f"{located.path} ({located.origin})"
+        used[source] = located
     return records, used, missing
 
 
@@ -294,17 +331,40 @@ def _select(
     records: list[Record],
     membership: dict[tuple[str, str], tuple[str, str]] | None,
     log: ProblemLog,
-) -> list[Record]:
-    """The records the recipe wants; every other one gets a problem row saying why."""
-    selected = []
+) -> dict[str, str]:
+    """uid → dataset class of every record the recipe wants; each other one gets a problem."""
+    classes: dict[str, str] = {}
     for r in records:
-        why = _leave_out(recipe, r, membership)
-        if why is None:
-            selected.append(r)
-        elif why:  # "" means the adapter already reported it (augmented copies)
-            kind = "wrong-modality" if why.startswith("modality") else "filtered"
+        if "augmented" in r.tags and not recipe.include_augmented:
+            continue  # the adapter reported it as an augmented copy, excluded
+        why: str | None
+        if r.modality not in recipe.modality:
+            allowed = ", ".join(recipe.modality)
+            why = f"modality {r.modality} is not in recipe {recipe.name} ({allowed})"
+            kind = "wrong-modality"
+        else:
+            why, kind = _leave_out(recipe, r, membership), "filtered"
+        if why is not None:
             log.add(r.source, r.path_raw, r.source_row, kind, "excluded", why)
-    return selected
+            continue
+        label = (
+            _COVIDX_LABEL.get(r.attributes.get("covidx_label", ""), "unknown")
+            if (membership is not None)
+            else r.label
+        )
+        name = recipe.class_of(label)
+        if name is None:
+            log.add(
+                r.source,
+                r.path_raw,
+                r.source_row,
+                "filtered",
+                "excluded",
+                f"label {label} is not a class of recipe {recipe.name}",
+            )
+            continue
+        classes[r.uid] = name
+    return classes
 
 
 def _leave_out(
@@ -312,44 +372,32 @@ def _leave_out(
     r: Record,
     membership: dict[tuple[str, str], tuple[str, str]] | None,
 ) -> str | None:
-    if r.modality not in recipe.modality:
-        return (
-            f"modality {r.modality} is not in recipe {recipe.name} ({', '.join(recipe.modality)})"
-        )
-    if "augmented" in r.tags and not recipe.include_augmented:
-        return ""
+    """Why the recipe leaves ``r`` out, or None; for membership recipes, ``r`` gets its split."""
     if r.view not in recipe.views and not (r.view == "UNKNOWN" and recipe.keep_unknown_view):
         return f"view {r.view} is not in recipe {recipe.name}"
     if recipe.adult_only and ("paediatric" in r.tags or (r.age is not None and r.age < 18)):
         return "a child's image, and the recipe is adult-only"
-    if membership is not None:
-        hit = membership.get((r.source, Path(r.path_raw).name))
-        if hit is None:
-            return "not in the COVIDx label files"
-        r.upstream_split = hit[0]
-        r.attributes["covidx_label"] = hit[1]
-        label = _COVIDX_LABEL.get(hit[1], "unknown")
+    if membership is None:
+        return None
+    if r.source == "covidx":  # COVIDx's own images carry their split and label
+        hit = (r.upstream_split, r.finding_raw) if r.upstream_split and r.finding_raw else None
     else:
-        label = r.label
-    if recipe.class_of(label) is None:
-        return f"label {label} is not a class of recipe {recipe.name}"
+        hit = membership.get((r.source, Path(r.path_raw).name))
+    if hit is None:
+        return "not in the COVIDx label files"
+    r.upstream_split = hit[0]
+    r.attributes["covidx_label"] = hit[1]
     return None
-
-
-def _class(recipe: Recipe, r: Record) -> str:
-    label = _COVIDX_LABEL.get(r.attributes.get("covidx_label", ""), r.label)
-    name = recipe.class_of(label if recipe.membership else r.label)
-    assert name is not None  # _select kept only records with a class
-    return name
 
 
 def _splits(
     recipe: Recipe,
     kept: list[Record],
-    membership: dict[tuple[str, str], tuple[str, str]] | None,
+    classes: dict[str, str],
+    upstream: bool,
     seed: int,
 ) -> list[str]:
-    if membership is not None:
+    if upstream:
         return [r.upstream_split or "train" for r in kept]
     groups = group_ids(
         [r.uid for r in kept],
@@ -357,15 +405,17 @@ def _splits(
         [r.attributes.get("dup_cluster") for r in kept],
     )
     return stratified_group_split(
-        groups, [_class(recipe, r) for r in kept], recipe.split.fractions(), seed
+        groups, [classes[r.uid] for r in kept], recipe.split.fractions(), seed
     )
 
 
-def _manifest(recipe: Recipe, kept: list[Record], splits: list[str], size: int) -> pd.DataFrame:
+def _manifest(
+    kept: list[Record], classes: dict[str, str], splits: list[str], size: int
+) -> pd.DataFrame:
     frame = records_frame(kept)
-    by_uid = {r.uid: (s, _class(recipe, r)) for r, s in zip(kept, splits, strict=True)}
-    frame["split"] = frame["uid"].map(lambda u: by_uid[u][0])
-    frame["class"] = frame["uid"].map(lambda u: by_uid[u][1])
+    split_of = {r.uid: s for r, s in zip(kept, splits, strict=True)}
+    frame["split"] = frame["uid"].map(split_of)
+    frame["class"] = frame["uid"].map(classes)
     frame["path"] = [
         f"{s}/{c}/{u}.png"
         for u, s, c in zip(frame["uid"], frame["split"], frame["class"], strict=True)
@@ -379,7 +429,8 @@ def _lock(
     seed: int,
     size: int,
     kept: list[Record],
-    used: dict[str, str],
+    used: dict[str, Located],
+    missing: list[str],
     params: Params,
 ) -> dict[str, Any]:
     files: dict[str, list[tuple[str, str]]] = {s: [] for s in used}
@@ -395,32 +446,39 @@ def _lock(
         "sources": {
             s: {
                 "version": catalog.get(s).version,
-                "origin": where.rsplit(" (", 1)[-1].rstrip(")"),
+                "origin": located.origin,
                 "files": len(files[s]),
                 "files_sha256": hashlib.sha256(
                     "\n".join(f"{p}\t{h}" for p, h in sorted(files[s])).encode()
                 ).hexdigest(),
             }
-            for s, where in sorted(used.items())
+            for s, located in sorted(used.items())
         },
+        "sources_missing": sorted(missing),
     }
 
 
 def _read_lock(path: Path) -> dict[str, Any]:
+    """Read and validate a lock; ``recipe`` comes back as a :class:`Recipe`."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        for key in ("recipe", "seed", "size", "sources"):
-            data[key]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        data["recipe"] = Recipe.model_validate(data["recipe"])
+        data["seed"], data["size"] = int(data["seed"]), int(data["size"])
+        if not isinstance(data["sources"], dict):
+            raise TypeError("'sources' is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # ValidationError is a ValueError
         raise BuildError(f"{path} is not a lock file of covid19-images: {exc}") from exc
     return dict(data)
 
 
 def _check_lock(locked: dict[str, Any], now: dict[str, Any]) -> None:
+    gone = sorted(set(locked["sources"]) - set(now["sources"]))
+    if gone:
+        raise BuildError(f"sources of the lock are not present now: {', '.join(gone)}")
     changed = [
         s
         for s, info in locked["sources"].items()
-        if now["sources"].get(s, {}).get("files_sha256") != info.get("files_sha256")
+        if now["sources"][s].get("files_sha256") != info.get("files_sha256")
     ]
     if changed:
         raise BuildError(
@@ -439,13 +497,18 @@ def _write(
     dedup: DedupResult,
     lock_data: dict[str, Any],
     recipe: Recipe,
-    used: dict[str, str],
+    used: dict[str, Located],
     missing: list[str],
+    *,
+    expected_manifest: str | None = None,
 ) -> None:
     from covid19_images.assemble.datasheet import write_datasheet
-    from covid19_images.audit import audit_dataset
+    from covid19_images.audit import audit_dataset, write_report
 
+    if final.exists() and not (final / LOCK).is_file() and not (final / MANIFEST).is_file():
+        raise BuildError(f"{final} exists and is not a dataset of covid19-images: not replacing it")
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(final)
     tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -460,9 +523,15 @@ def _write(
             except OSError:
                 shutil.copyfile(source, target)
         manifest.to_parquet(tmp / MANIFEST, index=False)
+        manifest_sha = hashlib.sha256((tmp / MANIFEST).read_bytes()).hexdigest()
+        if expected_manifest is not None and manifest_sha != expected_manifest:
+            raise BuildError(
+                "the rebuilt manifest differs from the lock's (the sources' metadata or this "
+                "tool changed since); nothing was written"
+            )
         log.write_csv(tmp / "problems.csv")
         dedup.pairs.to_csv(tmp / "duplicates.csv", index=False)
-        lock_data["manifest_sha256"] = hashlib.sha256((tmp / MANIFEST).read_bytes()).hexdigest()
+        lock_data["manifest_sha256"] = manifest_sha
         (tmp / LOCK).write_text(json.dumps(lock_data, indent=2, sort_keys=True) + "\n")
         report = audit_dataset(
             tmp,
@@ -470,7 +539,7 @@ def _write(
             min_correlation=recipe.dedup.min_correlation,
             min_detail=recipe.dedup.min_detail,
         )
-        (tmp / "audit.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+        write_report(report, tmp / "audit.json")
         write_datasheet(tmp, recipe, manifest, log, dedup, report, used, missing)
         if final.exists():
             old = final.parent / f".{final.name}.old-{os.getpid()}"
@@ -480,3 +549,18 @@ def _write(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _remove_stale_partials(final: Path) -> None:
+    """Remove ``.<name>.partial-<pid>`` folders of builds that no longer run."""
+    for folder in final.parent.glob(f".{final.name}.partial-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                continue  # that build is still running
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        shutil.rmtree(folder, ignore_errors=True)

@@ -20,6 +20,7 @@ from covid19_images.audit.report import AuditReport
 from covid19_images.catalog import load_catalog
 from covid19_images.cli.render import licence_label
 from covid19_images.dedup.clusters import DedupResult
+from covid19_images.fetch import Located
 from covid19_images.problems import ProblemLog
 
 _PALETTE = [
@@ -53,7 +54,7 @@ def write_datasheet(
     log: ProblemLog,
     dedup: DedupResult,
     audit: AuditReport,
-    used: dict[str, str],
+    used: dict[str, Located],
     missing: Sequence[str],
 ) -> None:
     """Write ``datasheet.md``, ``class_balance.png`` and ``samples.png`` into ``folder``."""
@@ -87,13 +88,14 @@ def write_datasheet(
         "## Sources",
         "",
     ]
-    for source, where in sorted(used.items()):
+    for source, located in sorted(used.items()):
         entry = catalog.get(source)
         cite = entry.citation.text or entry.homepage or ""
+        fetched = located.origin == "fetched" and entry.version
+        version = f"version {entry.version}" if fetched else "files as found"
         lines.append(
-            f"- **{entry.name}** (`{source}`), version {entry.version or 'as found'}, "
-            f"{where.rsplit(' (', 1)[-1].rstrip(')')}; licence: {licence_label(entry.license)}. "
-            f"{cite}"
+            f"- **{entry.name}** (`{source}`), {version} ({located.origin}); "
+            f"licence: {licence_label(entry.license)}. {cite}"
         )
     if missing:
         lines += ["", f"Not present, so not included: {', '.join(sorted(missing))}."]

@@ -141,7 +141,6 @@ def with_options(
     views: list[str] | None = None,
     adult_only: bool | None = None,
     classes: dict[str, list[str]] | None = None,
-    sources: list[str] | None = None,
 ) -> Recipe:
     """The recipe with command-line options applied (validated again).
 
@@ -158,8 +157,6 @@ def with_options(
         update["adult_only"] = adult_only
     if classes:
         update["classes"] = classes
-    if sources:
-        update["sources"] = sources
     if not update:
         return recipe
     try:

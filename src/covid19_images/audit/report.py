@@ -42,15 +42,26 @@ class AuditReport:
     class_by_source: dict[str, dict[str, int]] = field(default_factory=dict)
     age_by_class: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    missing_files: list[str] = field(default_factory=list)
+    """Images the manifest lists that are not in the folder (or cannot be read)."""
+    unlisted_files: list[str] = field(default_factory=list)
+    """Images in the split folders that the manifest does not list."""
 
     @property
     def leakage(self) -> bool:
         return bool(self.shared_patients or self.cross_split_duplicates)
 
+    @property
+    def broken(self) -> bool:
+        """The folder and its manifest disagree: the audit cannot vouch for it."""
+        return bool(self.missing_files or self.unlisted_files)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "images": self.images,
             "leakage": self.leakage,
+            "missing_files": self.missing_files,
+            "unlisted_files": self.unlisted_files,
             "shared_patients": self.shared_patients,
             "cross_split_duplicates": self.cross_split_duplicates,
             "class_by_source": self.class_by_source,
@@ -65,6 +76,10 @@ class AuditReport:
             f"patients in more than one split: {len(self.shared_patients)}",
             f"near-duplicate pairs across splits: {len(self.cross_split_duplicates)}",
         ]
+        if self.missing_files:
+            lines.append(f"listed but missing or unreadable: {len(self.missing_files)} images")
+        if self.unlisted_files:
+            lines.append(f"in the folders but not in the manifest: {len(self.unlisted_files)}")
         lines += [f"warning: {w}" for w in self.warnings]
         lines.append("LEAKAGE FOUND" if self.leakage else "no leakage found")
         return "\n".join(lines)
@@ -73,11 +88,14 @@ class AuditReport:
 def audit_dataset(
     folder: Path | str,
     *,
-    max_hamming: int = DEFAULT_MAX_HAMMING,
-    min_correlation: float = DEFAULT_MIN_CORRELATION,
-    min_detail: float = DEFAULT_MIN_DETAIL,
+    max_hamming: int | None = None,
+    min_correlation: float | None = None,
+    min_detail: float | None = None,
 ) -> AuditReport:
     """Audit the dataset in ``folder`` (with ``manifest.parquet`` and the split folders).
+
+    The near-duplicate thresholds default to the ones of the recipe in the folder's
+    ``lock.json`` (else the package defaults), so the audit judges a dataset as its build did.
 
     Example:
         >>> report = audit_dataset("datasets/xray-covid")  # doctest: +SKIP
@@ -92,10 +110,25 @@ def audit_dataset(
     missing = {"uid", "split", "path", "patient_id", "class", "source"} - set(manifest.columns)
     if missing:
         raise AuditError(f"{folder}/manifest.parquet lacks columns {sorted(missing)}")
+    dedup = _recipe_thresholds(folder)
     report = AuditReport(images=len(manifest))
     report.shared_patients = _shared_patients(manifest)
-    report.cross_split_duplicates = _cross_split_duplicates(
-        folder, manifest, max_hamming, min_correlation, min_detail
+    listed = set(manifest["path"])
+    on_disk = {
+        p.relative_to(folder).as_posix()
+        for split in ("train", "val", "test")
+        for p in (folder / split).glob("*/*")
+        if p.is_file()
+    }
+    report.unlisted_files = sorted(on_disk - listed)
+    report.cross_split_duplicates, report.missing_files = _cross_split_duplicates(
+        folder,
+        manifest,
+        max_hamming if max_hamming is not None else dedup.get("max_hamming", DEFAULT_MAX_HAMMING),
+        min_correlation
+        if min_correlation is not None
+        else dedup.get("min_correlation", DEFAULT_MIN_CORRELATION),
+        min_detail if min_detail is not None else dedup.get("min_detail", DEFAULT_MIN_DETAIL),
     )
     report.class_by_source = {
         str(c): {str(s): int(n) for s, n in g.groupby("source").size().items()}
@@ -106,15 +139,21 @@ def audit_dataset(
     return report
 
 
+def _recipe_thresholds(folder: Path) -> dict[str, Any]:
+    try:
+        lock = json.loads((folder / "lock.json").read_text(encoding="utf-8"))
+        dedup = lock["recipe"]["dedup"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return dict(dedup) if isinstance(dedup, dict) else {}
+
+
 def _shared_patients(manifest: pd.DataFrame) -> list[dict[str, Any]]:
-    known = manifest[manifest["patient_id"].notna()]
-    spread = known.groupby("patient_id")["split"].nunique()
+    splits = manifest.dropna(subset=["patient_id"]).groupby("patient_id")["split"].unique()
     return [
-        {
-            "patient_id": str(p),
-            "splits": sorted(known.loc[known["patient_id"] == p, "split"].unique().tolist()),
-        }
-        for p in spread[spread > 1].index
+        {"patient_id": str(p), "splits": sorted(str(x) for x in s)}
+        for p, s in splits.items()
+        if len(s) > 1
     ]
 
 
@@ -124,14 +163,22 @@ def _cross_split_duplicates(
     max_hamming: int,
     min_correlation: float,
     min_detail: float,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Copies across splits, found from the image files; and the files that could not be read."""
     phashes: list[str | None] = []
     thumbs: list[np.ndarray] = []
+    missing: list[str] = []
+    blank = np.zeros((THUMB, THUMB), dtype=np.uint8)
     for rel in manifest["path"]:
-        with Image.open(folder / rel) as img:
-            grey = img.convert("L")
-            phashes.append(str(imagehash.phash(grey)))
-            thumbs.append(np.asarray(grey.resize((THUMB, THUMB), Image.Resampling.BOX)))
+        try:
+            with Image.open(folder / rel) as img:
+                grey = img.convert("L")
+                phashes.append(str(imagehash.phash(grey)))
+                thumbs.append(np.asarray(grey.resize((THUMB, THUMB), Image.Resampling.BOX)))
+        except (OSError, SyntaxError, ValueError):
+            missing.append(str(rel))
+            phashes.append(None)
+            thumbs.append(blank)
     found = find_duplicates(
         [None] * len(thumbs),  # exact copies are near copies at distance 0
         phashes,
@@ -142,7 +189,7 @@ def _cross_split_duplicates(
     )
     splits = manifest["split"].tolist()
     uids = manifest["uid"].tolist()
-    return [
+    pairs = [
         {
             "uid_a": uids[p.a],
             "uid_b": uids[p.b],
@@ -154,6 +201,7 @@ def _cross_split_duplicates(
         for p in found.pairs
         if splits[p.a] != splits[p.b]
     ]
+    return pairs, missing
 
 
 def _ages(manifest: pd.DataFrame) -> dict[str, dict[str, float | int | None]]:

@@ -263,6 +263,27 @@ def build_command(
     from covid19_images.assemble.build import build
     from covid19_images.assemble.recipe import load_recipe, parse_merge, with_options
 
+    if lock is not None:
+        given = {
+            "--views": views,
+            "--adult-only/--any-age": adult_only,
+            "--class": class_,
+            "--seed": seed,
+            "--sources": sources,
+        }
+        clash = [name for name, value in given.items() if value is not None] + (
+            ["--size"] if size != 224 else []
+        )
+        if clash:
+            err.print(f"[bold red]error:[/] --lock fixes the recipe; drop {', '.join(clash)}")
+            raise typer.Exit(2)
+        try:
+            locked_name = json.loads(lock.read_text(encoding="utf-8"))["recipe"]["name"]
+        except (OSError, ValueError, KeyError, TypeError):
+            locked_name = recipe  # build() says what is wrong with the file
+        if locked_name != recipe:
+            err.print(f"[bold red]error:[/] {lock} is a lock of recipe {locked_name}, not {recipe}")
+            raise typer.Exit(2)
     chosen = (
         with_options(
             load_recipe(recipe),
@@ -300,7 +321,8 @@ def build_command(
     if audit["leakage"]:
         err.print("[bold red]error:[/] the audit found leakage between splits (audit.json)")
         raise typer.Exit(1)
-    if strict and len(result.problems):
+    # Recipe decisions (filtered, duplicate, augmented copy: "excluded") are not input problems.
+    if strict and any(p.action != "excluded" for p in result.problems):
         raise typer.Exit(1)
 
 
@@ -318,7 +340,7 @@ def audit_command(
         _print_json(report.as_dict())
     else:
         out.print(report.text(), highlight=False)
-    if report.leakage:
+    if report.leakage or report.broken:
         raise typer.Exit(1)
 
 

@@ -7,10 +7,12 @@ image, in the ieee8023 schema, with the file in ``imagename`` (``images/<imagena
 finding is ``COVID-19``, ``No finding`` or blank: ``No finding`` means COVID-19 was excluded
 (notes: ``Negative (covid-19 viral infection is excluded)``), not that the film is normal, so the
 crosswalk maps it to ``unknown``; blank findings (notes: ``Inconclusive``) are ``unknown`` too.
-The notes and the acquisition date they give (``date taken (YYYYMMDD): 20200313``) are kept in
-``attributes``. File names are DICOM-UID-like strings that start with the DICOM modality
-(``CR.1.2.840...png``, ``DX.1.2.840...png``): ``modality`` is ``CR`` or ``DX`` from that prefix,
-``XR`` where a name has neither. The PNGs are stored as RGB although the radiographs are grey.
+The notes are kept in ``attributes`` with the acquisition date they give (``date taken
+(YYYYMMDD): 20200313``) reduced to its year (``year_taken``): a full date identifies an
+examination, and no output of this package carries one. File names are DICOM-UID-like strings
+that start with the DICOM modality (``CR.1.2.840...png``, ``DX.1.2.840...png``): ``modality``
+is ``CR`` or ``DX`` from that prefix, ``XR`` where a name has neither. The PNGs are stored as
+RGB although the radiographs are grey.
 
 Licence: none stated; the README says the data are intended for research purposes only.
 Cite: Actualmed COVID-19 Chest X-ray Dataset Initiative,
@@ -111,9 +113,11 @@ class Actualmed(Adapter):
 
 
 def _attributes(notes: str) -> dict[str, str]:
-    """The notes as upstream wrote them, and the acquisition date they state."""
-    attributes = {"notes": notes} if notes else {}
+    """The notes, with the acquisition date they state reduced to its year."""
     match = _DATE_TAKEN.search(notes)
     if match:
-        attributes["date_taken"] = match.group(1)
+        notes = _DATE_TAKEN.sub("date taken (YYYY): " + match.group(1)[:4], notes)
+    attributes = {"notes": notes} if notes else {}
+    if match:
+        attributes["year_taken"] = match.group(1)[:4]
     return attributes

@@ -56,7 +56,10 @@ def _read_rules(path: Path, allowed: tuple[str, ...]) -> list[Rule]:
         raise CatalogError(f"crosswalk {path.name}: {exc}") from exc
     rules = []
     for i, item in enumerate(data.get("rule", []), 1):
-        rule = Rule(**item)
+        try:
+            rule = Rule(**item)
+        except TypeError as exc:
+            raise CatalogError(f"crosswalk {path.name} rule {i}: {exc}") from exc
         if (rule.finding is None) == (rule.pattern is None):
             raise CatalogError(f"crosswalk {path.name} rule {i}: give 'finding' or 'pattern'")
         if rule.label not in allowed:
@@ -81,10 +84,14 @@ class Crosswalk:
     """
 
     def __init__(self, folder: Path) -> None:
-        self._folder = folder
+        # Everything is read now: a packaged folder may only exist while it is being read.
         self._views = _read_rules(folder / "_views.toml", VIEWS)
         self._shared = _read_rules(folder / "_shared.toml", LABELS)
-        self._by_source: dict[str, list[Rule]] = {}
+        self._own = {
+            path.stem: _read_rules(path, LABELS)
+            for path in sorted(folder.glob("*.toml"))
+            if not path.stem.startswith("_")
+        }
 
     @classmethod
     @cache
@@ -96,11 +103,7 @@ class Crosswalk:
 
     def rules(self, source: str) -> list[Rule]:
         """The rules that apply to ``source``: its own first, then the shared ones."""
-        if source not in self._by_source:
-            path = self._folder / f"{source}.toml"
-            own = _read_rules(path, LABELS) if path.is_file() else []
-            self._by_source[source] = own + self._shared
-        return self._by_source[source]
+        return self._own.get(source, []) + self._shared
 
     def label(self, source: str, finding: str | None) -> tuple[str, bool]:
         """``(label, mapped)``; an unmapped or empty finding gives ``('unknown', False)``."""

@@ -15,16 +15,26 @@ Example:
     >>> from covid19_images.sources import ingest
     >>> result = ingest("ieee8023", mirror="../shared/sources")  # doctest: +SKIP
     >>> len(result.records)  # doctest: +SKIP
-    180
+    178
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+import pandas as pd
 
 from covid19_images.problems import ProblemLog
 from covid19_images.records import Record, scoped_patient
-from covid19_images.sources.base import Adapter, FileIndex, parse_age, parse_sex, read_table
+from covid19_images.sources.base import (
+    Adapter,
+    FileIndex,
+    parse_age,
+    parse_sex,
+    read_table,
+    read_text,
+)
 from covid19_images.sources.registry import register
 
 METADATA = "metadata.csv"
@@ -129,23 +139,38 @@ def _mask_index(root: Path) -> dict[str, str]:
 
 
 def _severity_scores(root: Path, source: str, log: ProblemLog) -> dict[str, dict[str, str]]:
-    """File name → severity scores (mean of three raters), where the annotations are there."""
+    """File name → severity scores (mean of three raters), where the annotations are there.
+
+    The file opens with ``##`` comment lines (title, licence, citation) before its header.
+    """
     if not (root / SEVERITY).is_file():
         return {}
-    text_rows = [
-        line
-        for line in (root / SEVERITY).read_text(encoding="utf-8", errors="replace").splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    scores: dict[str, dict[str, str]] = {}
-    header = [c.strip() for c in text_rows[0].split(",")] if text_rows else []
-    if not {"filename", "geographic_mean", "opacity_mean"} <= set(header):
-        log.add(source, SEVERITY, None, "missing-column", "skipped", f"columns: {header}")
+    text = read_text(root / SEVERITY, source, log, SEVERITY)
+    if text is None:
         return {}
-    for line in text_rows[1:]:
-        values = dict(zip(header, (v.strip() for v in line.split(",")), strict=False))
-        scores[values["filename"]] = {
-            "severity_geographic_mean": values["geographic_mean"],
-            "severity_opacity_mean": values["opacity_mean"],
-        }
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    try:
+        table = pd.read_csv(io.StringIO(body), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, ValueError) as exc:
+        log.add(source, SEVERITY, None, "unreadable-metadata", "skipped", str(exc))
+        return {}
+    table.columns = [str(c).strip() for c in table.columns]
+    wanted = ("filename", "geographic_mean", "opacity_mean")
+    if not set(wanted) <= set(table.columns):
+        log.add(
+            source,
+            SEVERITY,
+            None,
+            "missing-column",
+            "skipped",
+            f"needs {', '.join(wanted)}; has {', '.join(table.columns)}",
+        )
+        return {}
+    scores: dict[str, dict[str, str]] = {}
+    for n, row in enumerate(table.to_dict("records"), 1):
+        name, geo, opacity = (str(row[c]).strip() for c in wanted)
+        if not (name and geo and opacity):
+            log.add(source, SEVERITY, n, "bad-value", "skipped", "a row without its scores")
+            continue
+        scores[name] = {"severity_geographic_mean": geo, "severity_opacity_mean": opacity}
     return scores
