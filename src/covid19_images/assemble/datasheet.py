@@ -18,7 +18,6 @@ from covid19_images import RESEARCH_USE_NOTICE, __version__
 from covid19_images.assemble.recipe import Recipe
 from covid19_images.audit.report import AuditReport
 from covid19_images.catalog import load_catalog
-from covid19_images.cli.render import licence_label
 from covid19_images.dedup.clusters import DedupResult
 from covid19_images.fetch import Located
 from covid19_images.problems import ProblemLog
@@ -95,7 +94,7 @@ def write_datasheet(
         version = f"version {entry.version}" if fetched else "files as found"
         lines.append(
             f"- **{entry.name}** (`{source}`), {version} ({located.origin}); "
-            f"licence: {licence_label(entry.license)}. {cite}"
+            f"licence: {entry.license.label()}. {cite}"
         )
     if missing:
         lines += ["", f"Not present, so not included: {', '.join(sorted(missing))}."]

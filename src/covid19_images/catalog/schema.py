@@ -60,6 +60,19 @@ class License(_Model):
     per_item: bool = False
     notes: str | None = None
 
+    def label(self) -> str:
+        """A short label for tables.
+
+        Example:
+            >>> License(spdx="CC-BY-NC-ND-3.0").label(), License(per_item=True).label()
+            ('CC-BY-NC-ND-3.0', 'per image')
+        """
+        if self.spdx:
+            return self.spdx
+        if self.name:
+            return self.name
+        return "per image" if self.per_item else "not stated"
+
 
 class Citation(_Model):
     """How to cite the source."""

@@ -9,26 +9,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from covid19_images.catalog.schema import Count, License, SourceEntry
+from covid19_images.catalog.schema import Count, SourceEntry
 from covid19_images.fetch.store import Located
-
-
-def licence_label(licence: License) -> str:
-    """A short licence label for tables.
-
-    Example:
-        >>> licence_label(License(spdx="CC-BY-NC-ND-3.0"))
-        'CC-BY-NC-ND-3.0'
-        >>> licence_label(License(per_item=True))
-        'per image'
-    """
-    if licence.spdx:
-        return licence.spdx
-    if licence.name:
-        return licence.name
-    if licence.per_item:
-        return "per image"
-    return "not stated"
 
 
 def count_label(count: Count) -> str:
@@ -48,7 +30,7 @@ def count_label(count: Count) -> str:
 def entry_json(entry: SourceEntry) -> dict[str, Any]:
     """The entry as JSON-ready data, every field included."""
     data = entry.model_dump(mode="json")
-    data["license_label"] = licence_label(entry.license)
+    data["license_label"] = entry.license.label()
     return data
 
 
@@ -77,7 +59,7 @@ def render_catalog(entries: list[SourceEntry], width: int = 200) -> Table:
             ", ".join(entry.modality),
             ", ".join(entry.tasks if with_licence else [short_tasks[t] for t in entry.tasks]),
             Text(entry.access, style=access_style),
-            *([licence_label(entry.license)] if with_licence else []),
+            *([entry.license.label()] if with_licence else []),
             *([f"{images:,}" if images is not None else ""] if with_counts else []),
         )
     if not with_licence:
@@ -114,7 +96,7 @@ def render_info(entry: SourceEntry, located: Located | None) -> RenderableType:
         " ".join(
             p
             for p in (
-                licence_label(lic),
+                lic.label(),
                 f"<{lic.url}>" if lic.url else None,
                 f"— {lic.notes}" if lic.notes else None,
             )
