@@ -68,30 +68,15 @@ class Actualmed(Adapter):
             images.report_orphans(self.source, log, f"{METADATA} could not be read")
             return []
         records: list[Record] = []
-        seen: dict[str, int] = {}
         for row in table.to_dict("records"):
             n = int(row["_row"])
             name = row["imagename"].strip()
             if not name:
                 log.add(self.source, METADATA, n, "bad-value", "skipped", "blank imagename")
                 continue
-            rel = f"{IMAGES}/{name}"
-            found = images.find(rel)
+            found = images.take(f"{IMAGES}/{name}", n, self.source, log, METADATA)
             if found is None:
-                log.add(self.source, rel, n, "missing-file", "skipped", f"{METADATA} row {n}")
                 continue
-            if found in seen:
-                log.add(
-                    self.source,
-                    found,
-                    n,
-                    "duplicate-row",
-                    "skipped",
-                    f"{METADATA} rows {seen[found]} and {n} name the same image",
-                )
-                continue
-            seen[found] = n
-            images.claim(found)
             notes = row.get("notes", "").strip()
             record = Record(
                 source=self.source,

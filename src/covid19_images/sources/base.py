@@ -99,6 +99,8 @@ class FileIndex:
     files: dict[str, str] = field(default_factory=dict)
     """Relative POSIX path → the same; keyed by its case-folded form for lookups."""
     claimed: set[str] = field(default_factory=set)
+    rows: dict[str, int] = field(default_factory=dict)
+    """File claimed through :meth:`take` → the metadata row that named it first."""
     _stems: dict[str, str] | None = field(default=None, repr=False)
 
     @classmethod
@@ -128,6 +130,31 @@ class FileIndex:
                 self._stems.setdefault(key.rsplit(".", 1)[0], rel)
         prefix = f"{folder}/{stem}".casefold() if folder else stem.casefold()
         return self._stems.get(prefix)
+
+    def take(
+        self, rel: str | None, row: int, source: str, log: ProblemLog, metadata: str
+    ) -> str | None:
+        """The file a metadata row names, claimed for that row; None (and a problem) when the
+        file is missing or an earlier row already named it."""
+        found = self.find(rel) if rel else None
+        if found is None:
+            log.add(
+                source, rel or metadata, row, "missing-file", "skipped", f"{metadata} row {row}"
+            )
+            return None
+        first = self.rows.setdefault(found, row)
+        if first != row:
+            log.add(
+                source,
+                found,
+                row,
+                "duplicate-row",
+                "skipped",
+                f"{metadata} rows {first} and {row} name the same file",
+            )
+            return None
+        self.claim(found)
+        return found
 
     def claim(self, rel: str) -> None:
         """Mark ``rel`` as named by a row."""

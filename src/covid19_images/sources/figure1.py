@@ -64,36 +64,17 @@ class Figure1(Adapter):
             images.report_orphans(self.source, log, f"{METADATA} could not be read")
             return []
         records: list[Record] = []
-        seen: dict[str, int] = {}
         for row in table.to_dict("records"):
             n = int(row["_row"])
             image_id = row["patientid"].strip()
             if not image_id:
                 log.add(self.source, METADATA, n, "bad-value", "skipped", "blank patientid")
                 continue
-            found = images.find_stem(IMAGES, image_id)
+            # No file-name column: the image is images/<patientid>.jpg or .png.
+            stem = images.find_stem(IMAGES, image_id) or f"{IMAGES}/{image_id}.jpg"
+            found = images.take(stem, n, self.source, log, METADATA)
             if found is None:
-                log.add(
-                    self.source,
-                    f"{IMAGES}/{image_id}.jpg",
-                    n,
-                    "missing-file",
-                    "skipped",
-                    f"{METADATA} row {n}: no {IMAGES}/{image_id}.jpg or .png",
-                )
                 continue
-            if found in seen:
-                log.add(
-                    self.source,
-                    found,
-                    n,
-                    "duplicate-row",
-                    "skipped",
-                    f"{METADATA} rows {seen[found]} and {n} name the same image",
-                )
-                continue
-            seen[found] = n
-            images.claim(found)
             record = Record(
                 source=self.source,
                 path_raw=found,

@@ -67,27 +67,13 @@ class Ieee8023(Adapter):
         masks = _mask_index(root)
         severity = _severity_scores(root, self.source, log)
         records: list[Record] = []
-        seen: dict[str, int] = {}
         for row in table.to_dict("records"):
             n = int(row["_row"])
             rel = f"{row['folder'].strip()}/{row['filename'].strip()}"
             index = volumes if row["folder"].strip() == "volumes" else images
-            found = index.find(rel)
+            found = index.take(rel, n, self.source, log, METADATA)
             if found is None:
-                log.add(self.source, rel, n, "missing-file", "skipped", f"{METADATA} row {n}")
                 continue
-            if found in seen:
-                log.add(
-                    self.source,
-                    found,
-                    n,
-                    "duplicate-row",
-                    "skipped",
-                    f"{METADATA} rows {seen[found]} and {n} name the same file",
-                )
-                continue
-            seen[found] = n
-            index.claim(found)
             modality_raw = row["modality"].strip()
             record = Record(
                 source=self.source,
