@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import imagehash
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covid19_images.process.image import DecodeError, decode_image
+from covid19_images.process.image import DecodeError, decode_image, encode_png, phash
 
 
 def _radiograph(size: tuple[int, int] = (900, 700), seed: int = 0) -> np.ndarray:
@@ -106,3 +107,53 @@ def test_real_ieee8023_images_decode(shared_sources: Path) -> None:
         decoded = decode_image(path)
         assert decoded.width > 100 and decoded.height > 100
         assert len(decoded.phash) == 16 and len(decoded.sha256_pixels) == 64
+
+
+def test_phash_is_imagehash_phash_bit_for_bit(shared_sources: Path) -> None:
+    # On real films of every X-ray collection, flat frames and a tiny frame (ties in the DCT).
+    folders = ["ieee8023-covid-chestxray/images", "figure1-covid-chestxray/images"]
+    paths = [p for f in folders for p in sorted((shared_sources / f).iterdir())[:15]]
+    frames = []
+    for path in paths:
+        with Image.open(path) as img:
+            img.draft("L", (512, 512))
+            frames.append(img.convert("L"))
+    frames += [Image.new("L", (300, 200), 0), Image.new("L", (40, 40), 255)]
+    frames.append(Image.fromarray(_radiograph((31, 17))))
+    for frame in frames:
+        assert phash(frame) == str(imagehash.phash(frame))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (9, 1), (224, 224), (37, 512)])
+def test_encode_png_gives_back_the_same_pixels(shape: tuple[int, int]) -> None:
+    pixels = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+    with Image.open(io.BytesIO(encode_png(pixels))) as img:
+        assert img.mode == "L" and img.size == (shape[1], shape[0])
+        assert np.array_equal(np.asarray(img), pixels)
+
+
+def test_encode_png_refuses_what_it_cannot_write() -> None:
+    with pytest.raises(ValueError):
+        encode_png(np.zeros((4, 4), dtype=np.uint16))
+    with pytest.raises(ValueError):
+        encode_png(np.zeros((4, 4, 3), dtype=np.uint8))
+
+
+def test_bytes_passed_in_are_decoded_without_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "a.jpg"
+    Image.fromarray(_radiograph()).save(path, quality=90)
+    data = path.read_bytes()
+    path.unlink()  # only the bytes are left
+    decoded = decode_image(path, data=data)
+    assert (decoded.width, decoded.height, decoded.format) == (900, 700, "JPEG")
+    with pytest.raises(DecodeError) as info:
+        decode_image(path, data=b"")
+    assert info.value.kind == "empty-file"
+
+
+def test_statistics_match_numpy(tmp_path: Path) -> None:
+    pixels = _radiograph()
+    Image.fromarray(pixels).save(tmp_path / "s.png")
+    decoded = decode_image(tmp_path / "s.png")
+    assert decoded.mean == pytest.approx(float(pixels.mean()), abs=1e-12)
+    assert decoded.std == pytest.approx(float(pixels.std()), abs=1e-9)

@@ -19,15 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from PIL import Image
 
 from covid19_images.problems import ProblemLog
 from covid19_images.process.executor import Executor, LocalExecutor
-from covid19_images.process.image import DecodeError, decode_image, extension_mismatch
+from covid19_images.process.image import (
+    DecodeError,
+    decode_image,
+    encode_png,
+    extension_mismatch,
+)
 from covid19_images.records import Record
 
-PROCESS_VERSION = 2
-"""Bump when the processing of a pixel changes: every key changes with it."""
+PROCESS_VERSION = 3
+"""Bump when what is written for an image changes (pixels or file bytes): every key changes.
+
+3: the PNG copies are written by :func:`~covid19_images.process.image.encode_png` (same pixels,
+other bytes than Pillow's encoder).
+"""
 INDEX = "index.parquet"
 
 
@@ -72,7 +80,7 @@ def _process_one(task: _Task) -> dict[str, Any]:
     if meta_path.is_file():
         return {**result, **json.loads(meta_path.read_text(encoding="utf-8"))}
     try:
-        decoded = decode_image(path, task.params.sizes)
+        decoded = decode_image(path, task.params.sizes, data=data)
     except DecodeError as exc:
         meta: dict[str, Any] = {"error_kind": exc.kind, "error": str(exc)}
     else:
@@ -86,14 +94,17 @@ def _process_one(task: _Task) -> dict[str, Any]:
             "mean": round(decoded.mean, 4),
             "std": round(decoded.std, 4),
         }
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
+    try:  # the prefix folder exists for all but the first image of 256: no mkdir call
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
+    except FileNotFoundError:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
     try:
         if "error_kind" not in meta:
             for side, pixels in decoded.copies.items():
-                Image.fromarray(pixels).save(tmp / f"{side}.png", compress_level=1)
+                (tmp / f"{side}.png").write_bytes(encode_png(pixels))
             if decoded.thumb is not None:
-                Image.fromarray(decoded.thumb).save(tmp / "thumb.png")
+                (tmp / "thumb.png").write_bytes(encode_png(decoded.thumb))
         (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
         try:
             tmp.rename(folder)
