@@ -6,10 +6,11 @@ Bad input never crashes a build and is never silent: each problem becomes one ro
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import pandas as pd
 
@@ -68,7 +69,26 @@ class ProblemLog:
     """
 
     def __init__(self) -> None:
-        self._items: list[Problem] = []
+        self._rows: list[Problem] = []
+        self._pending: Path | None = None
+
+    @property
+    def _items(self) -> list[Problem]:
+        if self._pending is not None:  # a log read back from disk is read when first used
+            path, self._pending = self._pending, None
+            with path.open(newline="", encoding="utf-8") as fh:
+                for row in csv.DictReader(fh):
+                    self._rows.append(
+                        Problem(
+                            row["source"],
+                            row["file"],
+                            int(row["row"]) if row["row"] else None,
+                            row["kind"],
+                            cast(Action, row["action"]),
+                            row["detail"],
+                        )
+                    )
+        return self._rows
 
     def add(
         self,
@@ -101,6 +121,13 @@ class ProblemLog:
         return frame.sort_values(["source", "file", "row", "kind"], kind="stable").reset_index(
             drop=True
         )
+
+    @classmethod
+    def read_csv(cls, path: Path) -> ProblemLog:
+        """A log of a ``problems.csv`` this class wrote (read when first used)."""
+        log = cls()
+        log._pending = path
+        return log
 
     def write_csv(self, path: Path) -> None:
         """Write ``problems.csv``."""

@@ -150,3 +150,30 @@ def test_audit_reports_missing_and_unlisted_files(small, tmp_path: Path) -> None
     assert report.missing_files == [manifest["path"].iloc[0]]
     assert report.unlisted_files == [f"train/{manifest['class'].iloc[1]}/extra.png"]
     assert report.broken
+
+
+def test_an_unchanged_rebuild_does_nothing_and_a_change_is_noticed(
+    shared_sources: Path, tmp_path: Path
+) -> None:
+    import os
+
+    mirror = tmp_path / "mirror"
+    shutil.copytree(shared_sources / "figure1-covid-chestxray", mirror / "figure1-covid-chestxray")
+    first = _build("xray-covid", tmp_path, mirror, sources=["figure1"])
+    assert not first.up_to_date
+    manifest = (first.path / "manifest.parquet").read_bytes()
+
+    again = _build("xray-covid", tmp_path, mirror, sources=["figure1"])
+    assert again.up_to_date
+    assert len(again.manifest) == len(first.manifest)
+    assert again.problems.summary() == first.problems.summary()
+
+    os.utime(mirror / "figure1-covid-chestxray" / "metadata.csv")  # touched: read again
+    touched = _build("xray-covid", tmp_path, mirror, sources=["figure1"])
+    assert not touched.up_to_date
+    assert (touched.path / "manifest.parquet").read_bytes() == manifest
+
+    forced = _build("xray-covid", tmp_path, mirror, sources=["figure1"], force=True)
+    assert not forced.up_to_date
+    other_seed = _build("xray-covid", tmp_path, mirror, sources=["figure1"], seed=7)
+    assert not other_seed.up_to_date  # an option changed

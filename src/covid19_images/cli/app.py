@@ -252,6 +252,9 @@ def build_command(
     dicom: Annotated[
         bool, typer.Option(help="Write a de-identified DICOM per image (processed layer).")
     ] = True,
+    force: Annotated[
+        bool, typer.Option(help="Build even when the folder is up to date with its inputs.")
+    ] = False,
     class_: Annotated[
         list[str] | None,
         typer.Option(
@@ -305,7 +308,12 @@ def build_command(
         lock=lock,
         sources=[s.strip() for s in sources.split(",") if s.strip()] if sources else None,
         dicom=dicom,
+        force=force,
     )
+    if result.up_to_date:
+        out.print(
+            f"{result.path} is up to date (same inputs); --force builds it again", highlight=False
+        )
     counts = result.manifest.groupby(["class", "split"]).size().unstack(fill_value=0)
     counts = counts.reindex(columns=[s for s in ("train", "val", "test") if s in counts])
     out.print(out_table(counts))
