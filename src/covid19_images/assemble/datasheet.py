@@ -90,10 +90,12 @@ def write_datasheet(
     for source, located in sorted(used.items()):
         entry = catalog.get(source)
         cite = entry.citation.text or entry.homepage or ""
+        kept = int((manifest["source"] == source).sum())
         fetched = located.origin == "fetched" and entry.version
         version = f"version {entry.version}" if fetched else "files as found"
         lines.append(
-            f"- **{entry.name}** (`{source}`), {version} ({located.origin}); "
+            f"- **{entry.name}** (`{source}`): {kept} images in the dataset; {version} "
+            f"({located.origin}); "
             f"licence: {entry.license.label()}. {cite}"
         )
     if missing:
