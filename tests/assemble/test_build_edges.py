@@ -177,3 +177,23 @@ def test_an_unchanged_rebuild_does_nothing_and_a_change_is_noticed(
     assert not forced.up_to_date
     other_seed = _build("xray-covid", tmp_path, mirror, sources=["figure1"], seed=7)
     assert not other_seed.up_to_date  # an option changed
+
+
+def test_another_size_after_a_build_reuses_nothing_it_cannot(
+    small,
+    shared_sources: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    # Same data root as `small` (built at 224 px): the cache must make the 256 px copies.
+    other = build(
+        "xray-covid",
+        out=tmp_path / "s256",
+        mirror=shared_sources,
+        root=small.path.parent.parent / "root",
+        sources=["figure1"],
+        size=256,
+        executor=LocalExecutor(workers=1, progress=False),
+        progress=False,
+    )
+    sizes = {Image.open(other.path / p).size for p in other.manifest["path"]}
+    assert sizes == {(256, 256)}

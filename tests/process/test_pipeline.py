@@ -140,3 +140,24 @@ def test_one_and_two_workers_agree(tmp_path: Path) -> None:
     assert [(r.sha256_pixels, r.phash, r.processed_key) for r in one] == [
         (r.sha256_pixels, r.phash, r.processed_key) for r in two
     ]
+
+
+def test_monochrome1_images_are_inverted_and_keyed_apart(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    ramp = np.tile(np.linspace(100, 4000, 300).astype(np.uint16), (260, 1))
+    Image.fromarray(ramp).save(raw / "m1.png")
+    plain = Record(source="toy", path_raw="m1.png", modality="CR")
+    inverted = Record(
+        source="toy",
+        path_raw="m1.png",
+        modality="CR",
+        attributes={"photometric_interpretation": "MONOCHROME1"},
+    )
+    (a,), _ = process_records([plain], {"toy": raw}, tmp_path / "c", executor=CountingExecutor())
+    (b,), _ = process_records([inverted], {"toy": raw}, tmp_path / "c", executor=CountingExecutor())
+    assert a.processed_key != b.processed_key
+    left = np.asarray(Image.open(output_dir(tmp_path / "c", a.processed_key or "") / "224.png"))
+    right = np.asarray(Image.open(output_dir(tmp_path / "c", b.processed_key or "") / "224.png"))
+    assert left[:, 0].mean() < left[:, -1].mean()  # dark to bright
+    assert right[:, 0].mean() > right[:, -1].mean()  # bright to dark once inverted

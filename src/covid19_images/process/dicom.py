@@ -202,6 +202,8 @@ def write_secondary_capture(
         _set_jpeg_pixels(ds, jpeg)
     else:
         _set_native_pixels(ds, _decode_grey(data), record.bits_stored)
+        if record.attributes.get("photometric_interpretation") == "MONOCHROME1":
+            ds.PhotometricInterpretation = "MONOCHROME1"  # the pixels as upstream stored them
         if data.startswith(b"\xff\xd8"):  # decoded from a lossy JPEG: the loss is in the pixels
             ds.LossyImageCompression = "01"
             ds.LossyImageCompressionMethod = "ISO_10918_1"

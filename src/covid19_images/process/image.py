@@ -110,7 +110,10 @@ def extension_mismatch(name: str, actual: str | None) -> str | None:
 
 
 def decode_image(
-    path: Path, sizes: tuple[int, ...] = (224, 512), data: bytes | None = None
+    path: Path,
+    sizes: tuple[int, ...] = (224, 512),
+    data: bytes | None = None,
+    invert: bool = False,
 ) -> Decoded:
     """Decode ``path`` once (reduced where the format allows) and derive hashes and copies.
 
@@ -119,6 +122,9 @@ def decode_image(
         sizes: Side lengths of the square uint8 copies to make.
         data: The file's bytes, when the caller has already read them (the file is then not
             opened again); ``path`` still names the file for the extension check.
+        invert: The pixels are MONOCHROME1 (white is the lowest value, as some BIMCV PNGs
+            keep it): invert them within their own range so that, as everywhere else, air is
+            dark and bone bright. Hashes and copies are of the inverted image.
 
     Raises:
         DecodeError: With ``kind`` ``empty-file`` or ``unreadable-file``.
@@ -153,8 +159,11 @@ def decode_image(
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DecodeError("unreadable-file", f"cannot decode: {exc}") from exc
     pixels = np.ascontiguousarray(grey)
+    if invert:
+        lo, hi = int(pixels.min()), int(pixels.max())
+        pixels = (lo + hi - pixels.astype(np.int64)).astype(pixels.dtype)
     sha = hashlib.sha256(pixels.data).hexdigest()
-    if pixels.dtype == np.uint8 and grey.mode == "L":
+    if pixels.dtype == np.uint8 and grey.mode == "L" and not invert:
         frame = grey  # already the 8-bit picture: no copy back from numpy
     else:
         frame = Image.fromarray(_to_uint8(pixels))

@@ -57,6 +57,17 @@ class _Task:
     mtime_ns: int
     cache: str
     params: Params
+    invert: bool = False
+    """MONOCHROME1 pixels, inverted on decoding (part of the key)."""
+
+
+def _variant_token(params: Params, invert: bool) -> bytes:
+    return params.token() + (b"monochrome1" if invert else b"")
+
+
+def _variant(params: Params, invert: bool) -> str:
+    """Short digest of how an image is processed: an index row is reused only for the same."""
+    return hashlib.sha256(_variant_token(params, invert)).hexdigest()[:16]
 
 
 def output_dir(cache: Path, key: str) -> Path:
@@ -73,14 +84,15 @@ def _process_one(task: _Task) -> dict[str, Any]:
     except OSError as exc:
         return {**result, "error_kind": "unreadable-file", "error": f"cannot read: {exc}"}
     file_sha = hashlib.sha256(data).hexdigest()
-    key = hashlib.sha256(task.params.token() + bytes.fromhex(file_sha)).hexdigest()[:32]
-    result.update(sha256_file=file_sha, key=key)
+    token = _variant_token(task.params, task.invert)
+    key = hashlib.sha256(token + bytes.fromhex(file_sha)).hexdigest()[:32]
+    result.update(sha256_file=file_sha, key=key, variant=_variant(task.params, task.invert))
     folder = output_dir(cache, key)
     meta_path = folder / "meta.json"
     if meta_path.is_file():
         return {**result, **json.loads(meta_path.read_text(encoding="utf-8"))}
     try:
-        decoded = decode_image(path, task.params.sizes, data=data)
+        decoded = decode_image(path, task.params.sizes, data=data, invert=task.invert)
     except DecodeError as exc:
         meta: dict[str, Any] = {"error_kind": exc.kind, "error": str(exc)}
     else:
@@ -122,6 +134,7 @@ _INDEX_COLUMNS = (
     "mtime_ns",
     "sha256_file",
     "key",
+    "variant",
     "width",
     "height",
     "bits_stored",
@@ -176,9 +189,11 @@ def process_records(
             stat = path.stat()
         except OSError:
             continue  # reported below as unreadable
+        invert = record.attributes.get("photometric_interpretation") == "MONOCHROME1"
         previous = index.get(str(path))
         if (
             previous is not None
+            and previous.get("variant") == _variant(params, invert)
             and previous["size"] == stat.st_size
             and previous["mtime_ns"] == stat.st_mtime_ns
             and (
@@ -188,7 +203,9 @@ def process_records(
         ):
             reuse[str(path)] = previous
         else:
-            tasks.append(_Task(str(path), stat.st_size, stat.st_mtime_ns, str(cache), params))
+            tasks.append(
+                _Task(str(path), stat.st_size, stat.st_mtime_ns, str(cache), params, invert)
+            )
 
     fresh = {r["path"]: r for r in executor.map(_process_one, tasks, "decoding images")}
     results = {**reuse, **fresh}
