@@ -295,12 +295,13 @@ class FolderAdapter(Adapter):
 
     The class is the name of the folder that holds an image (``finding_raw``, mapped through the
     crosswalk, ``label_origin="folder"``); the folder above it, when listed in ``splits``, is the
-    upstream split. Subclasses override :meth:`describe` to add what the file name tells
-    (patient ids, tags) and may return None to leave a file out (it is then reported).
+    upstream split; a file whose split folder is not listed (when ``splits`` is set) is left out
+    and reported. Subclasses override :meth:`describe` to check their layout and add what the
+    path tells (patient ids, tags); returning False leaves a file out (it is then reported).
 
     Attributes:
         subdir: Folder under the raw root where the split/class folders start.
-        splits: Folder name → upstream split name (``train``, ``val``, ``test``).
+        splits: Folder name (case-folded) → upstream split name (``train``, ``val``, ``test``).
         modality: Modality of every image.
     """
 
@@ -321,8 +322,10 @@ class FolderAdapter(Adapter):
                 modality=self.modality,
                 finding_raw=parts[-2],
                 label_origin="folder",
-                upstream_split=self.splits.get(parts[-3]) if len(parts) >= 3 else None,
+                upstream_split=self.splits.get(parts[-3].casefold()) if len(parts) >= 3 else None,
             )
+            if self.splits and record.upstream_split is None:
+                continue  # not under a split folder this source has: reported as an orphan
             if not self.describe(record, parts, log):
                 continue
             index.claim(rel)

@@ -28,13 +28,14 @@ Example:
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from covid19_images.problems import ProblemLog
 from covid19_images.records import Record
 from covid19_images.sources.base import FolderAdapter
 from covid19_images.sources.registry import register
 
 TOP = "covid19-dataset"
-SPLIT_FOLDERS = {"train": "train", "test": "test"}
 
 
 @register
@@ -42,12 +43,8 @@ class Covid19ImageDataset(FolderAdapter):
     """Adapter for the Kaggle ``pranavraikokte/covid19-image-dataset`` folders."""
 
     source = "covid19-image-dataset"
+    splits: ClassVar[dict[str, str]] = {"train": "train", "test": "test"}
 
     def describe(self, record: Record, parts: tuple[str, ...], log: ProblemLog) -> bool:
-        if len(parts) != 4 or parts[0].casefold() != TOP:
-            return False  # not Covid19-dataset/<split>/<class>/<file>: reported as an orphan
-        split = SPLIT_FOLDERS.get(parts[1].casefold())
-        if split is None:
-            return False
-        record.upstream_split = split
-        return True
+        # Covid19-dataset/<split>/<class>/<file>; anything else is reported as an orphan.
+        return len(parts) == 4 and parts[0].casefold() == TOP
