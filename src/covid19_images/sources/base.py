@@ -238,6 +238,17 @@ def read_table(
     except (pd.errors.ParserError, ValueError) as exc:
         log.add(source, rel, None, "unreadable-metadata", "skipped", f"cannot parse: {exc}")
         return None
+    return checked_frame(frame, rel, source, log, required)
+
+
+def checked_frame(
+    frame: pd.DataFrame, rel: str, source: str, log: ProblemLog, required: Iterable[str]
+) -> pd.DataFrame | None:
+    """Strip column names, drop unnamed columns, check ``required`` and number the rows.
+
+    Shared by every metadata reader (CSV, spreadsheet): a missing required column is one
+    ``missing-column`` problem and None; otherwise the frame gets a 1-based ``_row``.
+    """
     frame.columns = [str(c).strip() for c in frame.columns]
     frame = frame.loc[:, [c for c in frame.columns if c and not c.startswith("Unnamed:")]]
     missing = [c for c in required if c not in frame.columns]
@@ -251,6 +262,7 @@ def read_table(
             f"no column {', '.join(missing)}; its {len(frame)} rows were not read",
         )
         return None
+    frame = frame.copy()
     frame.insert(0, "_row", range(1, len(frame) + 1))
     return frame
 

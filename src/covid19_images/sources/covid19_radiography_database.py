@@ -48,7 +48,7 @@ import pandas as pd
 
 from covid19_images.problems import ProblemLog
 from covid19_images.records import Record
-from covid19_images.sources.base import Adapter, FileIndex
+from covid19_images.sources.base import Adapter, FileIndex, checked_frame
 from covid19_images.sources.registry import register
 
 DATASET: Final = "COVID-19_Radiography_Dataset"
@@ -217,18 +217,4 @@ def _read_sheet(path: Path, rel: str, source: str, log: ProblemLog) -> pd.DataFr
             f"cannot read the workbook: {type(exc).__name__}: {exc}",
         )
         return None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    missing = [c for c in REQUIRED if c not in frame.columns]
-    if missing:
-        log.add(
-            source,
-            rel,
-            None,
-            "missing-column",
-            "skipped",
-            f"no column {', '.join(missing)}; its {len(frame)} rows were not read",
-        )
-        return None
-    frame = frame.astype(str)
-    frame.insert(0, "_row", range(1, len(frame) + 1))
-    return frame
+    return checked_frame(frame.astype(str), rel, source, log, REQUIRED)
