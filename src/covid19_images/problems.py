@@ -40,6 +40,15 @@ KINDS: Final[dict[str, str]] = {
     "unreadable-metadata": "a metadata file that cannot be parsed at all",
     "duplicate": "a copy of an image kept elsewhere in the dataset (same film, other file)",
     "filtered": "left out by the recipe (view, modality, age, label, source)",
+    "mask-mismatch": "a mask whose grid (shape, spacing, position) differs from its image's",
+    "missing-study": "a mask or registry row whose image volume is absent",
+    "localizer": "a DICOM localizer (scout) image, never part of a volume",
+    "non-axial": "a DICOM image of another orientation than its series' volume",
+    "derived-series": "DERIVED or REFORMATTED DICOM images, kept apart from ORIGINAL series",
+    "slice-gap": "a missing slice or uneven slice spacing in a series",
+    "mixed-series": "images of different size or orientation in one DICOM series",
+    "no-pixel-data": "a DICOM file without pixel data (e.g. a DICOMDIR)",
+    "unsupported-transfer-syntax": "compressed DICOM pixels with no decoder installed",
 }
 
 

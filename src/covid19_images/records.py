@@ -75,6 +75,8 @@ class Record:
     upstream_split: str | None = None
     age: float | None = None
     sex: str | None = None
+    severity: str | None = None
+    """CT severity ``ct0``…``ct4`` (MosMedData's categories), where upstream grades it."""
     license: str | None = None
     mask_paths: list[str] = field(default_factory=list)
     width: int | None = None

@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from covid19_images.assemble.recipe import Recipe, RecipeError, load_recipe
 from covid19_images.assemble.splits import group_ids, stratified_group_split
 from covid19_images.catalog import load_catalog
 from covid19_images.dedup.clusters import DedupResult, deduplicate
+from covid19_images.deid import SaltError, salt
 from covid19_images.errors import Covid19ImagesError
 from covid19_images.fetch import Located, data_root, locate
 from covid19_images.problems import ProblemLog
@@ -187,29 +187,13 @@ def _nothing_passes(recipe: Recipe, log: ProblemLog) -> str:
 
 
 DICOM_VERSION = 1
-SALT_ENV = "COVID19_IMAGES_SALT"
 
 
 def _salt(base: Path) -> bytes:
-    """The key of the pseudonyms: ``$COVID19_IMAGES_SALT``, else ``<root>/salt`` (made once)."""
-    env = os.environ.get(SALT_ENV)
-    if env:
-        return env.encode("utf-8")
-    path = base / "salt"
-    if not path.is_file():
-        base.mkdir(parents=True, exist_ok=True)
-        tmp = base / f".salt.{os.getpid()}"
-        tmp.write_text(secrets.token_hex(32), encoding="ascii")
-        try:
-            os.link(tmp, path)  # atomic, and another build's salt wins a race
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    salt = path.read_bytes().strip()
-    if not salt:
-        raise BuildError(f"{path} is empty: delete it (a new salt is made) or set ${SALT_ENV}")
-    return salt
+    try:
+        return salt(base)
+    except SaltError as exc:
+        raise BuildError(str(exc)) from exc
 
 
 @dataclass(frozen=True)

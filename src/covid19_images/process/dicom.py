@@ -53,6 +53,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from covid19_images.deid import keyed_hash
 from covid19_images.process.image import DecodeError, _to_grey
 from covid19_images.records import Record
 
@@ -123,9 +124,7 @@ def pseudonym(value: str, salt: bytes) -> str:
         >>> pseudonym("ieee8023:2", b"secret") == pseudonym("ieee8023:2", b"other")
         False
     """
-    if not salt:
-        raise ValueError("the pseudonym salt must not be empty")
-    return hmac.new(salt, value.encode("utf-8"), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX]
+    return keyed_hash(value, salt)
 
 
 def write_secondary_capture(
