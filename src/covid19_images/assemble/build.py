@@ -17,6 +17,8 @@ import hmac
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,23 @@ class BuildResult:
     dedup: DedupResult | None = None
     up_to_date: bool = False
     """True when the folder was already built from the same inputs and nothing was redone."""
+
+
+@dataclass
+class CtBuild:
+    """What a CT assembly needs from the build that ingested and selected its records."""
+
+    base: Path
+    final: Path
+    used: dict[str, Located]
+    missing: list[str]
+    size: int
+    seed: int
+    executor: Executor
+    log: ProblemLog
+    dicom: bool
+    state: str
+    locked: dict[str, Any] | None
 
 
 def build(
@@ -134,6 +153,15 @@ def build(
     selected = [r for r in records if r.uid in classes]
     if not selected:
         raise BuildError(_nothing_passes(recipe, log))
+    if "CT" in recipe.modality:
+        from covid19_images.assemble.ct import assemble_ct
+
+        return assemble_ct(
+            recipe,
+            selected,
+            classes,
+            CtBuild(base, final, used, missing, size, seed, executor, log, dicom, state, locked),
+        )
     params = Params(sizes=tuple(sorted({224, 512, size})))
     cache = base / "processed" / "xray"
     roots = {source: located.path for source, located in used.items()}
@@ -156,7 +184,8 @@ def build(
     splits = _splits(recipe, kept, classes, membership is not None, seed)
 
     manifest = _manifest(kept, classes, splits, size)
-    lock_data = _lock(recipe, seed, size, kept, used, missing, params)
+    process = {"sizes": list(params.sizes), "version": params.version}
+    lock_data = _lock(recipe, seed, size, kept, used, missing, process)
     if locked is not None:
         _check_lock(locked, lock_data)
     _write(
@@ -512,7 +541,7 @@ def _lock(
     kept: list[Record],
     used: dict[str, Located],
     missing: list[str],
-    params: Params,
+    process: dict[str, Any],
 ) -> dict[str, Any]:
     files: dict[str, list[tuple[str, str]]] = {s: [] for s in used}
     for r in kept:
@@ -523,7 +552,7 @@ def _lock(
         "recipe": recipe.model_dump(mode="json"),
         "seed": seed,
         "size": size,
-        "process": {"sizes": list(params.sizes), "version": params.version},
+        "process": process,
         "sources": {
             s: {
                 "version": catalog.get(s).version,
@@ -587,30 +616,11 @@ def _write(
     from covid19_images.assemble.datasheet import write_datasheet
     from covid19_images.audit import audit_dataset, write_report
 
-    if final.exists() and not (final / LOCK).is_file() and not (final / MANIFEST).is_file():
-        raise BuildError(f"{final} exists and is not a dataset of covid19-images: not replacing it")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(final)
-    tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with staging(final) as tmp:
         keys = {r.uid: r.processed_key or "" for r in kept}
         for uid, rel in zip(manifest["uid"], manifest["path"], strict=True):
-            target = tmp / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source = output_dir(cache, keys[uid]) / f"{size}.png"
-            try:
-                os.link(source, target)
-            except OSError:
-                shutil.copyfile(source, target)
-        manifest.to_parquet(tmp / MANIFEST, index=False)
-        manifest_sha = hashlib.sha256((tmp / MANIFEST).read_bytes()).hexdigest()
-        if expected_manifest is not None and manifest_sha != expected_manifest:
-            raise BuildError(
-                "the rebuilt manifest differs from the lock's (the sources' metadata or this "
-                "tool changed since); nothing was written"
-            )
+            link(output_dir(cache, keys[uid]) / f"{size}.png", tmp / rel)
+        manifest_sha = write_manifest(manifest, tmp, expected_manifest)
         log.write_csv(tmp / "problems.csv")
         dedup.pairs.to_csv(tmp / "duplicates.csv", index=False)
         lock_data["manifest_sha256"] = manifest_sha
@@ -625,6 +635,45 @@ def _write(
         write_datasheet(tmp, recipe, manifest, log, dedup, report, used, missing)
         if state is not None:
             (tmp / STATE).write_text(json.dumps({"inputs": state}) + "\n", encoding="utf-8")
+
+
+def link(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (a copy where links are not possible)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def write_manifest(manifest: pd.DataFrame, folder: Path, expected_sha: str | None) -> str:
+    """Write ``manifest.parquet``; its sha256, checked against a lock's when one is given."""
+    manifest.to_parquet(folder / MANIFEST, index=False)
+    manifest_sha = hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
+    if expected_sha is not None and manifest_sha != expected_sha:
+        raise BuildError(
+            "the rebuilt manifest differs from the lock's (the sources' metadata or this "
+            "tool changed since); nothing was written"
+        )
+    return manifest_sha
+
+
+@contextmanager
+def staging(final: Path) -> Iterator[Path]:
+    """A temporary folder beside ``final`` that replaces it when the block completes.
+
+    Nothing of a failed or interrupted block remains; an earlier dataset at ``final`` stays as
+    it was until the new one is complete.
+    """
+    if final.exists() and not (final / LOCK).is_file() and not (final / MANIFEST).is_file():
+        raise BuildError(f"{final} exists and is not a dataset of covid19-images: not replacing it")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(final)
+    tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
         if final.exists():
             old = final.parent / f".{final.name}.old-{os.getpid()}"
             final.rename(old)

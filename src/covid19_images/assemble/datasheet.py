@@ -55,8 +55,15 @@ def write_datasheet(
     audit: AuditReport,
     used: dict[str, Located],
     missing: Sequence[str],
+    *,
+    montage: pd.DataFrame | None = None,
+    extra: Sequence[str] = (),
 ) -> None:
-    """Write ``datasheet.md``, ``class_balance.png`` and ``samples.png`` into ``folder``."""
+    """Write ``datasheet.md``, ``class_balance.png`` and ``samples.png`` into ``folder``.
+
+    ``montage`` (uid, class, path of a PNG) picks the sample images when the manifest's paths
+    are not images (CT volumes); ``extra`` lines go before the duplicates section.
+    """
     catalog = load_catalog()
     by_split = manifest.groupby(["class", "split"]).size().unstack(fill_value=0)
     by_split = by_split.reindex(columns=[s for s in ("train", "val", "test") if s in by_split])
@@ -69,7 +76,8 @@ def write_datasheet(
         "",
         recipe.description,
         "",
-        f"Built by covid19-images {__version__}. {len(manifest)} images of "
+        f"Built by covid19-images {__version__}. {len(manifest)} "
+        f"{'samples (volumes or 2-D slices)' if 'level' in manifest else 'images'} of "
         f"{manifest['patient_id'].nunique()} known patients; "
         f"{int(manifest['patient_id'].isna().sum())} images have no patient id upstream "
         "(each is its own group in the split).",
@@ -101,6 +109,8 @@ def write_datasheet(
     if missing:
         lines += ["", f"Not present, so not included: {', '.join(sorted(missing))}."]
     pairs = dedup.pairs
+    if extra:
+        lines += ["", *extra]
     lines += [
         "",
         "## Duplicates",
@@ -143,7 +153,9 @@ def write_datasheet(
     lines += ["## Samples", "", "![samples](samples.png)", ""]
     (folder / "datasheet.md").write_text("\n".join(lines), encoding="utf-8")
     _bar_chart(by_source, folder / "class_balance.png")
-    _montage(folder, manifest, folder / "samples.png")
+    samples = manifest if montage is None else montage
+    if samples["path"].str.endswith(".png").any():
+        _montage(folder, samples[samples["path"].str.endswith(".png")], folder / "samples.png")
 
 
 def _bar_chart(by_source: pd.DataFrame, path: Path) -> None:

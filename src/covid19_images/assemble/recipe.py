@@ -76,6 +76,14 @@ class Recipe(_Model):
     """Take split and class from an upstream membership list instead (COVIDx)."""
     split: SplitSpec = SplitSpec()
     dedup: DedupSpec = DedupSpec()
+    task: Literal["classification", "segmentation"] = "classification"
+    """CT: ``segmentation`` keeps only volumes with a usable mask and writes image/label pairs."""
+    window: Literal["lung", "mediastinum"] = "lung"
+    """CT: the HU window of the uint8 slices."""
+    mask_labels: Literal["lesion", "harmonised"] = "lesion"
+    """CT segmentation: one lesion label (GGO, consolidation, infection), or the whole map."""
+    nnunet_dataset: str | None = Field(None, pattern=r"^Dataset\d{3}_[A-Za-z0-9_]+$")
+    """CT segmentation: also write an nnU-Net raw dataset folder of this name."""
 
     @field_validator("views")
     @classmethod

@@ -113,23 +113,28 @@ def audit_dataset(
     dedup = _recipe_thresholds(folder)
     report = AuditReport(images=len(manifest))
     report.shared_patients = _shared_patients(manifest)
-    listed = set(manifest["path"])
+    listed = _listed(folder, manifest)
     on_disk = {
         p.relative_to(folder).as_posix()
-        for split in ("train", "val", "test")
-        for p in (folder / split).glob("*/*")
+        for top in ("train", "val", "test", "volumes")
+        for p in (folder / top).rglob("*")
         if p.is_file()
     }
     report.unlisted_files = sorted(on_disk - listed)
-    report.cross_split_duplicates, report.missing_files = _cross_split_duplicates(
+    images = manifest[manifest["path"].str.endswith(".png")]
+    report.missing_files = sorted(listed - on_disk)
+    report.cross_split_duplicates = _same_volume_across_splits(manifest)
+    pairs, missing_images = _cross_split_duplicates(
         folder,
-        manifest,
+        images,
         max_hamming if max_hamming is not None else dedup.get("max_hamming", DEFAULT_MAX_HAMMING),
         min_correlation
         if min_correlation is not None
         else dedup.get("min_correlation", DEFAULT_MIN_CORRELATION),
         min_detail if min_detail is not None else dedup.get("min_detail", DEFAULT_MIN_DETAIL),
     )
+    report.cross_split_duplicates += pairs
+    report.missing_files = sorted({*report.missing_files, *missing_images})
     report.class_by_source = {
         str(c): {str(s): int(n) for s, n in g.groupby("source").size().items()}
         for c, g in manifest.groupby("class")
@@ -137,6 +142,45 @@ def audit_dataset(
     report.age_by_class = _ages(manifest)
     report.warnings = _confounding(manifest)
     return report
+
+
+def _listed(folder: Path, manifest: pd.DataFrame) -> set[str]:
+    """Every file the dataset's tables name: images or volumes, masks, slices."""
+    listed = set(manifest["path"])
+    if "mask_path" in manifest:
+        listed |= {str(p) for p in manifest["mask_path"].dropna()}
+    slices = folder / "slices.parquet"
+    if slices.is_file():
+        try:
+            listed |= set(pd.read_parquet(slices, columns=["path"])["path"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise AuditError(f"{slices} cannot be read: {exc}") from exc
+    return listed
+
+
+def _same_volume_across_splits(manifest: pd.DataFrame) -> list[dict[str, Any]]:
+    """CT volumes with identical voxels in two splits (near copies of 2-D images come below)."""
+    if "level" not in manifest or "sha256_pixels" not in manifest:
+        return []
+    volumes = manifest[(manifest["level"] == "volume") & manifest["sha256_pixels"].notna()]
+    found = []
+    for _, group in volumes.groupby("sha256_pixels"):
+        if group["split"].nunique() > 1:
+            rows = group.sort_values("uid")
+            first = rows.iloc[0]
+            for _, other in rows.iloc[1:].iterrows():
+                if other["split"] != first["split"]:
+                    found.append(
+                        {
+                            "uid_a": first["uid"],
+                            "uid_b": other["uid"],
+                            "splits": [first["split"], other["split"]],
+                            "hamming": 0,
+                            "correlation": 1.0,
+                            "detail": 1.0,
+                        }
+                    )
+    return found
 
 
 def _recipe_thresholds(folder: Path) -> dict[str, Any]:

@@ -324,7 +324,17 @@ def build_command(
     audit = json.loads((result.path / "audit.json").read_text(encoding="utf-8"))
     for warning in audit["warnings"]:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    out.print(f"[green]{result.path}[/] ({len(result.manifest)} images)", highlight=False)
+    if "level" in result.manifest:  # CT: volumes and 2-D slices
+        levels = result.manifest["level"].value_counts()
+        what = f"{levels.get('volume', 0)} volumes, {levels.get('image', 0)} 2-D slices"
+    else:
+        what = f"{len(result.manifest)} images"
+    out.print(f"[green]{result.path}[/] ({what})", highlight=False)
+    if result.manifest.empty:
+        err.print(
+            "[yellow]warning:[/] no sample passed the recipe; problems.csv says why for each",
+            highlight=False,
+        )
     out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)
     if audit["leakage"]:
         err.print("[bold red]error:[/] the audit found leakage between splits (audit.json)")

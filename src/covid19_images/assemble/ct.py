@@ -1,0 +1,479 @@
+"""CT datasets: HU volumes, windowed slices and image/mask pairs, split by patient.
+
+A CT recipe's records are volumes (DICOM series, NIfTI files, slice stacks) and 2-D slices cut
+from papers. Volumes go through :mod:`covid19_images.process.ct.pipeline`; 2-D slices through the
+same pipeline and near-duplicate search as radiographs. Every record is split by patient (and
+duplicate cluster), so all slices of one patient land in one split.
+
+A classification dataset (``task = "classification"``) holds::
+
+    <name>/
+      train/ val/ test/<class>/<uid>_<k>.png    every axial slice of every volume, and the 2-D
+                                                slices (<uid>.png): ImageFolder-ready
+      volumes/<split>/<class>/<uid>.nii.gz      HU volumes (volume level)
+      manifest.parquet                          one row per volume or 2-D slice
+      slices.parquet                            one row per PNG (uid, slice, path, slice_label)
+      datalist.json                             MONAI datalist of the volumes
+
+A segmentation dataset (``task = "segmentation"``) holds ``<split>/images/<uid>.nii.gz`` and
+``<split>/labels/<uid>.nii.gz`` on the same grid, ``datalist.json`` with image/label pairs and,
+when the recipe names one, an nnU-Net raw dataset ``nnunet/DatasetNNN_Name/``. Both also have
+``problems.csv``, ``duplicates.csv``, ``lock.json``, ``audit.json`` and ``datasheet.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from covid19_images.assemble.build import (
+    LOCK,
+    STATE,
+    BuildResult,
+    _check_lock,
+    _lock,
+    _salt,
+    _splits,
+    _write_dicoms,
+    link,
+    staging,
+    write_manifest,
+)
+from covid19_images.assemble.recipe import Recipe
+from covid19_images.dedup.clusters import DedupResult, deduplicate
+from covid19_images.problems import ProblemLog
+from covid19_images.process.ct.masks import LABELS, lesion_only
+from covid19_images.process.ct.pipeline import (
+    CT_PROCESS_VERSION,
+    CtParams,
+    is_volume,
+    process_volumes,
+    slice_path,
+    volume_dir,
+)
+from covid19_images.process.ct.volume import read_nifti, write_nifti
+from covid19_images.process.pipeline import PROCESS_VERSION, Params, output_dir, process_records
+from covid19_images.records import Record, records_frame
+
+if TYPE_CHECKING:
+    from covid19_images.assemble.build import CtBuild
+
+SLICES = "slices.parquet"
+DATALIST = "datalist.json"
+SPLITS = ("train", "val", "test")
+
+
+def assemble_ct(
+    recipe: Recipe, selected: list[Record], classes: dict[str, str], job: CtBuild
+) -> BuildResult:
+    """Process, deduplicate, split and write the records a CT recipe selected.
+
+    Called by :func:`~covid19_images.assemble.build.build` for recipes of modality CT.
+
+    Example:
+        >>> from covid19_images.assemble import build
+        >>> result = build("ct-covid", out="out", mirror="../shared/sources")  # doctest: +SKIP
+        >>> result.manifest.groupby(["level", "class"]).size()  # doctest: +SKIP
+    """
+    log, roots = job.log, {s: located.path for s, located in job.used.items()}
+    segmentation = recipe.task == "segmentation"
+    volumes = [r for r in selected if is_volume(r)]
+    images = [r for r in selected if not is_volume(r)]
+    if segmentation:
+        volumes = _with_masks(volumes, log)
+        for r in images:
+            _leave_out(log, r, "a 2-D image without a mask, and the recipe segments")
+        images = []
+    ct_cache = job.base / "processed" / "ct"
+    params = CtParams(size=job.size, window=recipe.window)
+    volumes = process_volumes(
+        volumes, roots, ct_cache, params=params, executor=job.executor, log=log
+    )
+    if segmentation:
+        kept_volumes = []
+        for r in volumes:
+            if r.attributes.get("has_mask"):
+                kept_volumes.append(r)
+            else:
+                _leave_out(log, r, "no usable mask, and the recipe segments")
+        volumes = kept_volumes
+    volumes, volume_pairs = _exact_volume_copies(volumes, log)
+
+    image_cache = job.base / "processed" / "ct-2d"
+    image_params = Params(sizes=tuple(sorted({224, 512, job.size})))
+    if images:
+        images, _ = process_records(
+            images, roots, image_cache, params=image_params, executor=job.executor, log=log
+        )
+    dedup = deduplicate(
+        images,
+        image_cache,
+        log,
+        max_hamming=recipe.dedup.max_hamming,
+        min_correlation=recipe.dedup.min_correlation,
+        min_detail=recipe.dedup.min_detail,
+    )
+    dedup.pairs = (
+        pd.concat([dedup.pairs, volume_pairs], ignore_index=True)
+        if len(volume_pairs)
+        else dedup.pairs
+    )
+    images = dedup.kept
+    if job.dicom and images:
+        _write_dicoms(images, roots, image_cache, _salt(job.base), job.executor, log)
+    kept = volumes + images
+    for r in kept:  # file names can carry upstream ids; the folder and the digests stay
+        files = r.attributes.get("files")
+        if isinstance(files, list):
+            r.attributes["files"] = len(files)
+    splits = _splits(recipe, kept, classes, False, job.seed) if kept else []
+    manifest = _manifest(kept, classes, splits, job.size, segmentation)
+    process = {
+        "ct": {"size": job.size, "window": recipe.window, "version": CT_PROCESS_VERSION},
+        "sizes": list(image_params.sizes),
+        "version": PROCESS_VERSION,
+    }
+    lock_data = _lock(recipe, job.seed, job.size, kept, job.used, job.missing, process)
+    if job.locked is not None:
+        _check_lock(job.locked, lock_data)
+    _write(recipe, job, manifest, kept, ct_cache, image_cache, dedup, lock_data)
+    return BuildResult(job.final, manifest, log, job.used, job.missing, dedup)
+
+
+def _leave_out(log: ProblemLog, r: Record, why: str) -> None:
+    log.add(r.source, r.path_raw, r.source_row, "filtered", "excluded", why)
+
+
+def _with_masks(volumes: list[Record], log: ProblemLog) -> list[Record]:
+    kept = []
+    for r in volumes:
+        if r.mask_paths:
+            kept.append(r)
+        else:
+            _leave_out(log, r, "no mask, and the recipe segments")
+    return kept
+
+
+def _exact_volume_copies(
+    volumes: list[Record], log: ProblemLog
+) -> tuple[list[Record], pd.DataFrame]:
+    """Volumes with identical voxels (one study in two sources): the first by uid is kept."""
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for r in volumes:
+        groups[r.sha256_pixels or r.uid].append(r)
+    kept, pairs = [], []
+    for members in groups.values():
+        members.sort(key=lambda r: r.uid)
+        first = members[0]
+        kept.append(first)
+        for other in members[1:]:
+            other.attributes["dup_cluster"] = first.uid
+            first.attributes["dup_cluster"] = first.uid
+            log.add(
+                other.source,
+                other.path_raw,
+                other.source_row,
+                "duplicate",
+                "excluded",
+                f"the same voxels as {first.source} {first.path_raw} (kept)",
+            )
+            pairs.append(
+                {
+                    "uid_a": first.uid,
+                    "uid_b": other.uid,
+                    "source_a": first.source,
+                    "source_b": other.source,
+                    "exact": True,
+                    "hamming": 0,
+                    "correlation": 1.0,
+                    "detail": 1.0,
+                }
+            )
+    return kept, pd.DataFrame(pairs)
+
+
+def _manifest(
+    kept: list[Record],
+    classes: dict[str, str],
+    splits: list[str],
+    size: int,
+    segmentation: bool,
+) -> pd.DataFrame:
+    frame = records_frame(kept)
+    split_of = {r.uid: s for r, s in zip(kept, splits, strict=True)}
+    volume = {r.uid: is_volume(r) for r in kept}
+    frame["split"] = frame["uid"].map(split_of)
+    frame["class"] = frame["uid"].map(classes)
+    frame["level"] = ["volume" if volume[u] else "image" for u in frame["uid"]]
+    paths: list[str] = []
+    masks: list[str | None] = []
+    for uid, split, name in zip(frame["uid"], frame["split"], frame["class"], strict=True):
+        if segmentation:
+            paths.append(f"{split}/images/{uid}.nii.gz")
+            masks.append(f"{split}/labels/{uid}.nii.gz")
+        elif volume[uid]:
+            paths.append(f"volumes/{split}/{name}/{uid}.nii.gz")
+            masks.append(None)
+        else:
+            paths.append(f"{split}/{name}/{uid}.png")
+            masks.append(None)
+    frame["path"] = paths
+    frame["mask_path"] = masks
+    frame["size"] = size
+    return frame.sort_values("uid", kind="stable").reset_index(drop=True)
+
+
+def _slice_rows(manifest: pd.DataFrame, kept: dict[str, Record]) -> pd.DataFrame:
+    """One row per slice PNG of a classification dataset."""
+    rows: list[dict[str, Any]] = []
+    for row in manifest.to_dict("records"):
+        r = kept[str(row["uid"])]
+        base = {
+            "uid": row["uid"],
+            "patient_id": row["patient_id"],
+            "split": row["split"],
+            "class": row["class"],
+            "source": row["source"],
+        }
+        if row["level"] == "image":
+            rows.append({**base, "slice": None, "path": row["path"], "slice_label": None})
+            continue
+        n = int(r.attributes.get("slices", 0))
+        labels = r.attributes.get("slice_labels")
+        usable = isinstance(labels, list) and len(labels) == n
+        for k in range(n):
+            rows.append(
+                {
+                    **base,
+                    "slice": k,
+                    "path": f"{row['split']}/{base['class']}/{row['uid']}_{k:04d}.png",
+                    "slice_label": int(labels[k]) if usable and labels is not None else None,
+                }
+            )
+    frame = pd.DataFrame(
+        rows,
+        columns=["uid", "patient_id", "split", "class", "source", "slice", "path", "slice_label"],
+    )
+    frame["slice"] = frame["slice"].astype("Int64")
+    frame["slice_label"] = frame["slice_label"].astype("Int64")
+    return frame
+
+
+def _write(
+    recipe: Recipe,
+    job: CtBuild,
+    manifest: pd.DataFrame,
+    kept: list[Record],
+    ct_cache: Path,
+    image_cache: Path,
+    dedup: DedupResult,
+    lock_data: dict[str, Any],
+) -> None:
+    from covid19_images.assemble.datasheet import write_datasheet
+    from covid19_images.audit import audit_dataset, write_report
+
+    by_uid = {r.uid: r for r in kept}
+    segmentation = recipe.task == "segmentation"
+    with staging(job.final) as tmp:
+        montage = manifest.copy()
+        if segmentation:
+            _write_pairs(recipe, tmp, manifest, by_uid, ct_cache)
+        else:
+            slices = _slice_rows(manifest, by_uid)
+            for row in slices.to_dict("records"):
+                r = by_uid[str(row["uid"])]
+                key = r.processed_key or ""
+                if pd.isna(row["slice"]):
+                    source = output_dir(image_cache, key) / f"{job.size}.png"
+                else:
+                    source = slice_path(ct_cache, key, job.size, int(row["slice"]))
+                link(source, tmp / str(row["path"]))
+            for row in manifest.to_dict("records"):
+                if row["level"] == "volume":
+                    key = by_uid[str(row["uid"])].processed_key or ""
+                    link(volume_dir(ct_cache, key) / "image.nii.gz", tmp / str(row["path"]))
+            slices.to_parquet(tmp / SLICES, index=False)
+            middle = (
+                slices.dropna(subset=["slice"])
+                .groupby("uid")["path"]
+                .agg(lambda p: p.iloc[len(p) // 2])
+            )
+            montage["path"] = [
+                middle.get(u, p) for u, p in zip(montage["uid"], montage["path"], strict=True)
+            ]
+        _write_datalist(tmp, manifest, recipe)
+        manifest_sha = write_manifest(
+            manifest, tmp, job.locked.get("manifest_sha256") if job.locked else None
+        )
+        job.log.write_csv(tmp / "problems.csv")
+        dedup.pairs.to_csv(tmp / "duplicates.csv", index=False)
+        lock_data["manifest_sha256"] = manifest_sha
+        (tmp / LOCK).write_text(json.dumps(lock_data, indent=2, sort_keys=True) + "\n")
+        report = audit_dataset(
+            tmp,
+            max_hamming=recipe.dedup.max_hamming,
+            min_correlation=recipe.dedup.min_correlation,
+            min_detail=recipe.dedup.min_detail,
+        )
+        write_report(report, tmp / "audit.json")
+        write_datasheet(
+            tmp,
+            recipe,
+            manifest,
+            job.log,
+            dedup,
+            report,
+            job.used,
+            job.missing,
+            montage=None if segmentation else montage,
+            extra=_ct_section(manifest, recipe),
+        )
+        (tmp / STATE).write_text(json.dumps({"inputs": job.state}) + "\n", encoding="utf-8")
+
+
+def _label_map(recipe: Recipe) -> dict[str, int]:
+    if recipe.mask_labels == "lesion":
+        return {"background": 0, "lesion": 1}
+    return dict(LABELS)
+
+
+def _write_pairs(
+    recipe: Recipe,
+    tmp: Path,
+    manifest: pd.DataFrame,
+    by_uid: dict[str, Record],
+    ct_cache: Path,
+) -> None:
+    """Image and label volumes per split, and the nnU-Net raw dataset when the recipe asks."""
+    for row in manifest.to_dict("records"):
+        folder = volume_dir(ct_cache, by_uid[str(row["uid"])].processed_key or "")
+        link(folder / "image.nii.gz", tmp / str(row["path"]))
+        if recipe.mask_labels == "lesion":
+            mask = read_nifti(folder / "mask.nii.gz")
+            mask.array = lesion_only(mask.array)
+            write_nifti(mask, tmp / str(row["mask_path"]))
+        else:
+            link(folder / "mask.nii.gz", tmp / str(row["mask_path"]))
+    if recipe.nnunet_dataset:
+        write_nnunet(
+            tmp,
+            manifest,
+            tmp / "nnunet" / recipe.nnunet_dataset,
+            _label_map(recipe),
+            recipe.description,
+        )
+
+
+def write_nnunet(
+    folder: Path,
+    manifest: pd.DataFrame,
+    target: Path,
+    labels: dict[str, int],
+    description: str = "",
+) -> None:
+    """An nnU-Net v2 raw dataset of a segmentation dataset's image/label pairs.
+
+    Train and val cases go to ``imagesTr``/``labelsTr`` (with ``splits_final.json`` giving our
+    train/val as fold 0), test cases to ``imagesTs``/``labelsTs``. Case ids are the record uids;
+    files are hard links to the dataset's own.
+
+    Example:
+        >>> write_nnunet(Path("ds"), manifest, Path("ds/nnunet/Dataset501_X"),
+        ...              {"background": 0, "lesion": 1})  # doctest: +SKIP
+    """
+    fold: dict[str, list[str]] = {"train": [], "val": []}
+    for row in manifest.to_dict("records"):
+        case = str(row["uid"])
+        test = row["split"] == "test"
+        images, labels_dir = ("imagesTs", "labelsTs") if test else ("imagesTr", "labelsTr")
+        link(folder / str(row["path"]), target / images / f"{case}_0000.nii.gz")
+        link(folder / str(row["mask_path"]), target / labels_dir / f"{case}.nii.gz")
+        if not test:
+            fold[str(row["split"])].append(case)
+    dataset = {
+        "name": target.name.split("_", 1)[-1],
+        "description": description,
+        "channel_names": {"0": "CT"},
+        "labels": labels,
+        "numTraining": len(fold["train"]) + len(fold["val"]),
+        "file_ending": ".nii.gz",
+        "licence": "see the dataset's datasheet.md: each source's own licence",
+        "reference": "covid19-images; research use only, not a diagnostic device",
+    }
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n", encoding="utf-8")
+    splits = [{"train": sorted(fold["train"]), "val": sorted(fold["val"])}]
+    (target / "splits_final.json").write_text(json.dumps(splits, indent=2) + "\n", encoding="utf-8")
+
+
+def _write_datalist(folder: Path, manifest: pd.DataFrame, recipe: Recipe) -> None:
+    """A MONAI datalist (``load_decathlon_datalist`` format) of the volumes, paths relative."""
+    names = sorted(recipe.classes)
+    keys = {"train": "training", "val": "validation", "test": "test"}
+    data: dict[str, Any] = {"labels": {str(i): n for i, n in enumerate(names)}}
+    data.update({k: [] for k in keys.values()})
+    for row in manifest.to_dict("records"):
+        if row["level"] != "volume":
+            continue
+        item: dict[str, Any] = {"image": row["path"], "uid": row["uid"]}
+        if recipe.task == "segmentation":
+            item["label"] = row["mask_path"]
+        else:
+            item["label"] = names.index(row["class"])
+        data[keys[str(row["split"])]].append(item)
+    (folder / DATALIST).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _ct_section(manifest: pd.DataFrame, recipe: Recipe) -> list[str]:
+    volumes = manifest[manifest["level"] == "volume"]
+    hu = volumes["attributes"].map(lambda a: json.loads(a).get("hu"))
+    slices = volumes["attributes"].map(lambda a: int(json.loads(a).get("slices", 0)))
+    lines = [
+        "## CT",
+        "",
+        f"{len(volumes)} volumes ({int(slices.sum())} axial slices) and "
+        f"{int((manifest['level'] == 'image').sum())} 2-D slices. Volumes are int16 Hounsfield "
+        f"units, RAS+ oriented NIfTI; slices are the {recipe.window} window "
+        f"(centre/width {'/'.join(str(int(v)) for v in _window(recipe))} HU) as uint8 PNG.",
+        "",
+    ]
+    not_hu = volumes[hu == False]  # noqa: E712 - None means unknown, kept apart
+    if len(not_hu):
+        lines += [
+            f"- {len(not_hu)} volumes are **not in Hounsfield units** (upstream rescaled them, "
+            f"e.g. Radiopaedia cases to 0-255): {', '.join(sorted(set(not_hu['source'])))}. "
+            "Their slices are contrast-stretched, not windowed; do not mix their values with HU.",
+        ]
+    derived = volumes[volumes["tags"].map(lambda t: "derived" in list(t))]
+    if len(derived):
+        lines.append(
+            f"- {len(derived)} volumes are DERIVED/REFORMATTED series (not original "
+            "acquisitions); they are kept apart from ORIGINAL series and tagged `derived`."
+        )
+    if recipe.task == "segmentation":
+        lines.append(
+            "- Labels: "
+            + ", ".join(f"{v} {k}" for k, v in _label_map(recipe).items())
+            + " (lesion = ground glass, consolidation or infection; pleural effusion and lungs "
+            "are background)."
+            if recipe.mask_labels == "lesion"
+            else "- Labels: " + ", ".join(f"{v} {k}" for k, v in LABELS.items()) + "."
+        )
+    lines += [
+        "- A positive CT can support COVID-19; a negative scan rules nothing out.",
+        "",
+    ]
+    return lines
+
+
+def _window(recipe: Recipe) -> tuple[float, float]:
+    from covid19_images.process.ct.volume import WINDOWS
+
+    return WINDOWS[recipe.window]
+
+
+__all__ = ["assemble_ct", "write_nnunet"]

@@ -1,0 +1,1 @@
+"""CT: DICOM series, NIfTI volumes, slice stacks and masks read into HU volumes on one grid."""

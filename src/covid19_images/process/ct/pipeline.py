@@ -1,0 +1,328 @@
+"""Layer 2 for CT volumes: HU NIfTI, harmonised mask and windowed slices, cached by content.
+
+Every volume record (a DICOM series, a NIfTI file or one slice of it, a stack of slice files) is
+read once into a :class:`~covid19_images.process.ct.volume.Volume` and written to
+``<cache>/<key[:2]>/<key>/``:
+
+- ``image.nii.gz``: the volume, RAS+ canonical, int16 Hounsfield units where the source is in HU
+  (volumes known not to be in HU keep their values and are marked ``hu: false``);
+- ``mask.nii.gz``: the record's masks on one label map (:mod:`~covid19_images.process.ct.masks`),
+  uint8, on the image's grid, where the record has masks that fit;
+- ``slices/<size>/<k>.png``: axial slice ``k`` (inferior to superior) through the recipe's
+  window, as a radiologist views it (patient's right on the left, anterior at the top), resized
+  to ``size`` x ``size`` after a centre crop;
+- ``meta.json``: shape, spacing, HU flag, digests, mask labels and warnings.
+
+The key is the digest of every input file's bytes (images and masks) and of the parameters, so a
+changed file or parameter gives new outputs and an unchanged one reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from PIL import Image
+
+from covid19_images.problems import ProblemLog
+from covid19_images.process.ct.masks import harmonise
+from covid19_images.process.ct.volume import (
+    WINDOWS,
+    Volume,
+    VolumeError,
+    read_nifti,
+    read_slice_stack,
+    window,
+    write_nifti,
+)
+from covid19_images.process.executor import Executor, LocalExecutor
+from covid19_images.process.image import encode_png
+from covid19_images.records import Record
+
+CT_PROCESS_VERSION = 1
+"""Bump when what is written for a volume changes: every key changes."""
+
+VOLUME_FORMATS = frozenset({"dicom-series", "nifti", "slice-stack"})
+
+
+@dataclass(frozen=True)
+class CtParams:
+    """Processing parameters that are part of every CT cache key."""
+
+    size: int = 224
+    window: str = "lung"
+    version: int = CT_PROCESS_VERSION
+
+    def token(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+
+@dataclass(frozen=True)
+class _VolumeTask:
+    root: str
+    path_raw: str
+    fmt: str
+    files: tuple[str, ...]
+    slice_index: int | None
+    hu: bool | None
+    hu_offset: float | None
+    masks: tuple[tuple[str, str], ...]
+    cache: str
+    params: CtParams = field(default_factory=CtParams)
+
+
+def is_volume(record: Record) -> bool:
+    """True for a CT record that is a volume (or one slice of a NIfTI stack), not a 2-D image.
+
+    Example:
+        >>> is_volume(Record(source="x", path_raw="a.nii.gz", attributes={"format": "nifti"}))
+        True
+    """
+    return record.attributes.get("format") in VOLUME_FORMATS
+
+
+def volume_dir(cache: Path, key: str) -> Path:
+    """The folder of one processed volume."""
+    return cache / key[:2] / key
+
+
+def slice_path(cache: Path, key: str, size: int, k: int) -> Path:
+    """The windowed PNG of slice ``k`` of a processed volume."""
+    return volume_dir(cache, key) / "slices" / str(size) / f"{k:04d}.png"
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_image(task: _VolumeTask) -> Volume:
+    root = Path(task.root)
+    if task.fmt == "dicom-series":
+        from covid19_images.process.ct.dicom_series import read_series, scan_series
+
+        groups, problems = scan_series(root, [root / f for f in task.files])
+        if len(groups) != 1:
+            why = "; ".join(p.detail for p in problems[:3]) or f"{len(groups)} series found"
+            raise VolumeError(f"the series no longer reads as one volume: {why}", "mixed-series")
+        return read_series(root, groups[0])
+    if task.fmt == "slice-stack":
+        return read_slice_stack([root / f for f in task.files], hu_offset=task.hu_offset)
+    return _read_nifti_slice(root / task.path_raw, task.slice_index, task.hu)
+
+
+def _read_nifti_slice(path: Path, index: int | None, hu: bool | None) -> Volume:
+    """A NIfTI volume, or only its slice ``index`` along the third axis (a stack of 2-D cases)."""
+    if index is None:
+        return read_nifti(path, hu=hu)
+    try:
+        img: Any = nib.load(path)
+        data = np.asanyarray(img.dataobj[..., index : index + 1])
+    except (OSError, ValueError, IndexError, EOFError) as exc:
+        raise VolumeError(f"cannot read slice {index} of {path.name}: {exc}") from exc
+    shift = np.eye(4)
+    shift[2, 3] = index
+    one = nib.Nifti1Image(data, img.affine @ shift)  # type: ignore[no-untyped-call]
+    return Volume.from_nifti(one, hu=hu)
+
+
+def _display(volume: Volume) -> np.ndarray:
+    """The volume as (z, y, x) with z inferior→superior, y anterior→posterior, x right→left."""
+    img = volume.to_nifti()
+    data = np.asanyarray(img.dataobj)
+    orient: Any = nib.orientations
+    current = orient.io_orientation(img.affine)
+    transform = orient.ornt_transform(current, orient.axcodes2ornt(("L", "P", "S")))
+    lps: np.ndarray = orient.apply_orientation(data, transform)
+    return np.ascontiguousarray(np.transpose(lps, (2, 1, 0)))
+
+
+def _to_uint8(volume: Volume, array: np.ndarray, window_name: str) -> np.ndarray:
+    if volume.hu:
+        center, width = WINDOWS[window_name]
+        return window(array, center, width)
+    if array.dtype == np.uint8:
+        return array.copy()
+    lo, hi = (float(v) for v in np.percentile(array, (0.5, 99.5)))
+    if hi <= lo:
+        return np.zeros(array.shape, dtype=np.uint8)
+    scaled = (array.astype(np.float32) - lo) * (255.0 / (hi - lo))
+    out: np.ndarray = np.clip(scaled, 0, 255).astype(np.uint8)
+    return out
+
+
+def _square(pixels: np.ndarray, size: int) -> np.ndarray:
+    h, w = pixels.shape
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    img = Image.fromarray(pixels[top : top + side, left : left + side])
+    if side != size:
+        img = img.resize(
+            (size, size), Image.Resampling.LANCZOS if side > size else Image.Resampling.BICUBIC
+        )
+    return np.asarray(img)
+
+
+def _process_volume(task: _VolumeTask) -> dict[str, Any]:
+    """Worker: digest the inputs, reuse outputs with the same key, else read and write them."""
+    root, cache = Path(task.root), Path(task.cache)
+    result: dict[str, Any] = {"path_raw": task.path_raw}
+    inputs = [task.path_raw] if task.fmt == "nifti" else list(task.files)
+    try:
+        image_digests = [_file_digest(root / f) for f in inputs]
+        mask_digests = [_file_digest(root / m) for m, _ in task.masks]
+    except OSError as exc:
+        return {**result, "error_kind": "missing-file", "error": f"cannot read: {exc}"}
+    sha_files = hashlib.sha256("\n".join(image_digests).encode()).hexdigest()
+    token = json.dumps(
+        [
+            task.fmt,
+            task.slice_index,
+            task.hu,
+            task.hu_offset,
+            image_digests,
+            mask_digests,
+            [m for _, m in task.masks],
+        ]
+    ).encode()
+    key = hashlib.sha256(task.params.token() + token).hexdigest()[:32]
+    result.update(key=key, sha256_file=sha_files)
+    folder = volume_dir(cache, key)
+    meta_path = folder / "meta.json"
+    if meta_path.is_file():
+        return {**result, **json.loads(meta_path.read_text(encoding="utf-8"))}
+    try:
+        volume = _read_image(task)
+    except VolumeError as exc:
+        return {**result, "error_kind": exc.kind, "error": str(exc)}
+    if volume.hu is None:
+        volume.hu = task.hu
+    meta: dict[str, Any] = {
+        "shape": list(volume.array.shape),
+        "spacing": [float(s) for s in volume.spacing],
+        "hu": volume.hu,
+        "dtype": str(volume.array.dtype),
+        "sha256_pixels": hashlib.sha256(
+            str(volume.array.shape).encode() + np.ascontiguousarray(volume.array).tobytes()
+        ).hexdigest(),
+        "warnings": [],
+    }
+    mask: Volume | None = None
+    if task.masks:
+        try:
+            parts = [
+                (_read_nifti_slice(root / m, task.slice_index, None), name)
+                for m, name in task.masks
+            ]
+            mask, warnings = harmonise(parts, volume)
+            meta["warnings"].extend(warnings)
+        except VolumeError as exc:
+            meta["mask_error_kind"], meta["mask_error"] = exc.kind, str(exc)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".tmp-"))
+    try:
+        write_nifti(volume, tmp / "image.nii.gz")
+        if mask is not None:
+            write_nifti(mask, tmp / "mask.nii.gz")
+            meta["mask_labels"] = sorted(int(v) for v in np.unique(mask.array))
+        display = _to_uint8(volume, _display(volume), task.params.window)
+        out = tmp / "slices" / str(task.params.size)
+        out.mkdir(parents=True)
+        for k, plane in enumerate(display):
+            (out / f"{k:04d}.png").write_bytes(encode_png(_square(plane, task.params.size)))
+        meta["slices"] = int(display.shape[0])
+        (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another worker wrote the same key first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {**result, **meta}
+
+
+def process_volumes(
+    records: list[Record],
+    roots: dict[str, Path],
+    cache: Path,
+    *,
+    params: CtParams | None = None,
+    executor: Executor | None = None,
+    log: ProblemLog | None = None,
+) -> list[Record]:
+    """Process every volume record; return the usable ones (each with ``processed_key``).
+
+    A volume that cannot be read is left out with one problem; a mask that does not fit its
+    image is dropped with a ``mask-mismatch`` problem and the image is kept.
+
+    Example:
+        >>> kept = process_volumes(records, {"covid-ct-md": raw}, cache)  # doctest: +SKIP
+    """
+    params = params or CtParams()
+    executor = executor or LocalExecutor()
+    log = log if log is not None else ProblemLog()
+    tasks = [
+        _VolumeTask(
+            root=str(roots[r.source]),
+            path_raw=r.path_raw,
+            fmt=str(r.attributes["format"]),
+            files=tuple(r.attributes.get("files", ())),
+            slice_index=r.attributes.get("slice_index"),
+            hu=r.attributes.get("hu"),
+            hu_offset=r.attributes.get("hu_offset"),
+            masks=tuple(zip(r.mask_paths, r.attributes.get("mask_maps", ()), strict=False)),
+            cache=str(cache),
+            params=params,
+        )
+        for r in records
+    ]
+    kept: list[Record] = []
+    for r, meta in zip(records, executor.map(_process_volume, tasks, "reading CT"), strict=True):
+        if meta.get("error_kind"):
+            log.add(
+                r.source,
+                r.path_raw,
+                r.source_row,
+                meta["error_kind"],
+                "skipped",
+                meta.get("error", ""),
+            )
+            continue
+        if meta.get("mask_error_kind"):
+            log.add(
+                r.source,
+                r.path_raw,
+                r.source_row,
+                meta["mask_error_kind"],
+                "kept",
+                f"mask left out: {meta['mask_error']}",
+            )
+            r.problems.append(str(meta["mask_error_kind"]))
+        for warning in meta.get("warnings", []):
+            log.add(r.source, r.path_raw, r.source_row, "bad-value", "kept", str(warning))
+        r.depth, r.height, r.width = (int(v) for v in meta["shape"])
+        r.spacing = [float(v) for v in meta["spacing"]]
+        r.sha256_file = meta["sha256_file"]
+        r.sha256_pixels = meta["sha256_pixels"]
+        r.processed_key = meta["key"]
+        r.bits_stored = 8 if meta["dtype"] == "uint8" else 16
+        r.attributes["hu"] = meta["hu"]
+        r.attributes["slices"] = meta["slices"]
+        r.attributes["has_mask"] = "mask_labels" in meta
+        r.attributes["mask_labels"] = meta.get("mask_labels", [])
+        if meta["hu"] is False and "not-hu" not in r.tags:
+            r.tags.append("not-hu")
+        kept.append(r)
+    return kept
