@@ -355,6 +355,7 @@ def _write_pairs(
         if recipe.mask_labels == "lesion":
             mask = read_nifti(folder / "mask.nii.gz")
             mask.array = lesion_only(mask.array)
+            (tmp / str(row["mask_path"])).parent.mkdir(parents=True, exist_ok=True)
             write_nifti(mask, tmp / str(row["mask_path"]))
         else:
             link(folder / "mask.nii.gz", tmp / str(row["mask_path"]))

@@ -82,6 +82,15 @@ def write_datasheet(
         f"{int(manifest['patient_id'].isna().sum())} images have no patient id upstream "
         "(each is its own group in the split).",
         "",
+        *(
+            [
+                "**No sample passed the recipe.** `problems.csv` says, for every row and file "
+                "left out, why.",
+                "",
+            ]
+            if manifest.empty
+            else []
+        ),
         "## Classes per split",
         "",
         _table(by_split),
@@ -152,10 +161,12 @@ def write_datasheet(
         lines += [_table(frame), ""]
     lines += ["## Samples", "", "![samples](samples.png)", ""]
     (folder / "datasheet.md").write_text("\n".join(lines), encoding="utf-8")
-    _bar_chart(by_source, folder / "class_balance.png")
+    if len(by_source):
+        _bar_chart(by_source, folder / "class_balance.png")
     samples = manifest if montage is None else montage
-    if samples["path"].str.endswith(".png").any():
-        _montage(folder, samples[samples["path"].str.endswith(".png")], folder / "samples.png")
+    pngs = samples[samples["path"].astype(str).str.endswith(".png")]
+    if len(pngs):
+        _montage(folder, pngs, folder / "samples.png")
 
 
 def _bar_chart(by_source: pd.DataFrame, path: Path) -> None:

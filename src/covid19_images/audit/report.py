@@ -121,7 +121,7 @@ def audit_dataset(
         if p.is_file()
     }
     report.unlisted_files = sorted(on_disk - listed)
-    images = manifest[manifest["path"].str.endswith(".png")]
+    images = manifest[manifest["path"].astype(str).str.endswith(".png")]
     report.missing_files = sorted(listed - on_disk)
     report.cross_split_duplicates = _same_volume_across_splits(manifest)
     pairs, missing_images = _cross_split_duplicates(
