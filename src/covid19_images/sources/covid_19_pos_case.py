@@ -9,7 +9,7 @@ DICOM files named ``IM000nnn`` without extension, several series in one folder::
 Each folder that holds ``IM*`` files is one study and is scanned with
 :func:`~covid19_images.process.ct.dicom_series.scan_series` (its plain files only, whatever their
 names); every usable series group becomes one volume record through
-:func:`~covid19_images.sources.covid_ct_md.series_records` (``format`` ``dicom-series``,
+:func:`~covid19_images.sources.dicom.series_records` (``format`` ``dicom-series``,
 ``files`` in slice order, ``derived`` and the tag ``derived`` for reformatted series).
 Localizers and the lone image of another orientation in a series are ``excluded`` problems
 (``localizer``, ``non-axial``) and never part of a volume.
@@ -47,7 +47,7 @@ from covid19_images.errors import Covid19ImagesError
 from covid19_images.problems import ProblemLog
 from covid19_images.records import Record
 from covid19_images.sources.base import Adapter
-from covid19_images.sources.covid_ct_md import series_records
+from covid19_images.sources.dicom import series_records
 from covid19_images.sources.registry import register
 
 STUDY_FILE: Final = re.compile(r"^IM\d+$", re.IGNORECASE)
