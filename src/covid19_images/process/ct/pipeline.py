@@ -73,6 +73,7 @@ class _VolumeTask:
     slice_index: int | None
     hu: bool | None
     hu_offset: float | None
+    spacing: tuple[float, float, float] | None
     masks: tuple[tuple[str, str], ...]
     cache: str
     params: CtParams = field(default_factory=CtParams)
@@ -117,7 +118,9 @@ def _read_image(task: _VolumeTask) -> Volume:
             raise VolumeError(f"the series no longer reads as one volume: {why}", "mixed-series")
         return read_series(root, groups[0])
     if task.fmt == "slice-stack":
-        return read_slice_stack([root / f for f in task.files], hu_offset=task.hu_offset)
+        return read_slice_stack(
+            [root / f for f in task.files], spacing=task.spacing, hu_offset=task.hu_offset
+        )
     return _read_nifti_slice(root / task.path_raw, task.slice_index, task.hu)
 
 
@@ -186,6 +189,7 @@ def _process_volume(task: _VolumeTask) -> dict[str, Any]:
     sha_files = hashlib.sha256("\n".join(image_digests).encode()).hexdigest()
     token = json.dumps(
         [
+            task.spacing,
             task.fmt,
             task.slice_index,
             task.hu,
@@ -253,6 +257,16 @@ def _process_volume(task: _VolumeTask) -> dict[str, Any]:
     return {**result, **meta}
 
 
+def _spacing(value: object) -> tuple[float, float, float] | None:
+    """An adapter's ``spacing`` attribute (x, y, z mm) for slice stacks, when it has three."""
+    if isinstance(value, (list, tuple)) and len(value) == 3:
+        try:
+            return (float(value[0]), float(value[1]), float(value[2]))
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
 def process_volumes(
     records: list[Record],
     roots: dict[str, Path],
@@ -282,6 +296,7 @@ def process_volumes(
             slice_index=r.attributes.get("slice_index"),
             hu=r.attributes.get("hu"),
             hu_offset=r.attributes.get("hu_offset"),
+            spacing=_spacing(r.attributes.get("spacing")),
             masks=tuple(zip(r.mask_paths, r.attributes.get("mask_maps", ()), strict=False)),
             cache=str(cache),
             params=params,
