@@ -432,11 +432,11 @@ def _write_datalist(folder: Path, manifest: pd.DataFrame, recipe: Recipe) -> Non
 def _ct_section(manifest: pd.DataFrame, recipe: Recipe) -> list[str]:
     volumes = manifest[manifest["level"] == "volume"]
     hu = volumes["attributes"].map(lambda a: json.loads(a).get("hu"))
-    slices = volumes["attributes"].map(lambda a: int(json.loads(a).get("slices", 0)))
+    slices = sum(int(json.loads(a).get("slices", 0)) for a in volumes["attributes"])
     lines = [
         "## CT",
         "",
-        f"{len(volumes)} volumes ({int(slices.sum())} axial slices) and "
+        f"{len(volumes)} volumes ({slices} axial slices) and "
         f"{int((manifest['level'] == 'image').sum())} 2-D slices. Volumes are int16 Hounsfield "
         f"units, RAS+ oriented NIfTI; slices are the {recipe.window} window "
         f"(centre/width {'/'.join(str(int(v)) for v in _window(recipe))} HU) as uint8 PNG.",

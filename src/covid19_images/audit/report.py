@@ -265,6 +265,11 @@ def _ages(manifest: pd.DataFrame) -> dict[str, dict[str, float | int | None]]:
 def _confounding(manifest: pd.DataFrame) -> list[str]:
     warnings = []
     classes = sorted(manifest["class"].unique())
+    if len(classes) == 1:
+        warnings.append(
+            f"only class {classes[0]} is present: a model cannot learn to tell it from "
+            "anything; add sources that have the recipe's other classes"
+        )
     table = manifest.groupby(["class", "source"]).size().unstack(fill_value=0)
     for name in classes:
         row = table.loc[name]

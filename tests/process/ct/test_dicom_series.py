@@ -620,3 +620,18 @@ def test_empty_group_is_an_error() -> None:
     with pytest.raises(VolumeError) as err:
         read_series(Path(), SeriesGroup("k", [], "AXIAL", False, 4, 4, None, None))
     assert err.value.kind == "no-pixel-data"
+
+
+def test_relative_root_with_files_named_either_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    series(tmp_path / "raw" / "study", 4)
+    monkeypatch.chdir(tmp_path)
+    root = Path("raw")
+    names = sorted(p.name for p in (tmp_path / "raw" / "study").iterdir())
+    from_cwd = [root / "study" / n for n in names]  # as a folder walk from a relative root gives
+    from_root = [Path("study") / n for n in names]  # relative to the root
+    for files in (from_cwd, from_root, None):
+        groups, problems = scan_series(root, files)
+        assert problems == [] and len(groups) == 1
+        assert len(groups[0].files) == 4 and groups[0].files[0].startswith("study/")

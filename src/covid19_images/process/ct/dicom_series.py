@@ -232,7 +232,7 @@ def scan_series(
     if files is None:
         paths = sorted(p for p in root.rglob("*") if p.is_file())
     else:
-        paths = [p if Path(p).is_absolute() else root / p for p in map(Path, files)]
+        paths = [p if _under(p, root) else root / p for p in map(Path, files)]
     headers: list[_Header] = []
     problems: list[SeriesProblem] = []
     with warnings.catch_warnings():  # pydicom warns on damaged files; they become problems
@@ -245,6 +245,13 @@ def scan_series(
     groups = _group(headers, problems)
     problems.sort(key=lambda p: (p.file, p.kind))
     return groups, problems
+
+
+def _under(path: Path, root: Path) -> bool:
+    """Whether ``path`` already names a place under ``root`` (absolute, or starting with it)."""
+    if path.is_absolute():
+        return True
+    return root.parts != () and path.parts[: len(root.parts)] == root.parts
 
 
 def _relative(path: Path, root: Path) -> str:

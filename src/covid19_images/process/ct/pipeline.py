@@ -112,7 +112,7 @@ def _read_image(task: _VolumeTask) -> Volume:
     if task.fmt == "dicom-series":
         from covid19_images.process.ct.dicom_series import read_series, scan_series
 
-        groups, problems = scan_series(root, [root / f for f in task.files])
+        groups, problems = scan_series(root, [Path(f) for f in task.files])  # relative
         if len(groups) != 1:
             why = "; ".join(p.detail for p in problems[:3]) or f"{len(groups)} series found"
             raise VolumeError(f"the series no longer reads as one volume: {why}", "mixed-series")
