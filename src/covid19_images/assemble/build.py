@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -46,6 +46,9 @@ from covid19_images.process.pipeline import (
 from covid19_images.records import Record, records_frame
 from covid19_images.sources import adapter_ids, get_adapter
 from covid19_images.sources.covidx import covidx_membership
+
+if TYPE_CHECKING:
+    from covid19_images.audit import AuditReport
 
 MANIFEST = "manifest.parquet"
 LOCK = "lock.json"
@@ -614,27 +617,44 @@ def _write(
     state: str | None = None,
 ) -> None:
     from covid19_images.assemble.datasheet import write_datasheet
-    from covid19_images.audit import audit_dataset, write_report
 
     with staging(final) as tmp:
         keys = {r.uid: r.processed_key or "" for r in kept}
         for uid, rel in zip(manifest["uid"], manifest["path"], strict=True):
             link(output_dir(cache, keys[uid]) / f"{size}.png", tmp / rel)
-        manifest_sha = write_manifest(manifest, tmp, expected_manifest)
-        log.write_csv(tmp / "problems.csv")
-        dedup.pairs.to_csv(tmp / "duplicates.csv", index=False)
-        lock_data["manifest_sha256"] = manifest_sha
-        (tmp / LOCK).write_text(json.dumps(lock_data, indent=2, sort_keys=True) + "\n")
-        report = audit_dataset(
-            tmp,
-            max_hamming=recipe.dedup.max_hamming,
-            min_correlation=recipe.dedup.min_correlation,
-            min_detail=recipe.dedup.min_detail,
-        )
-        write_report(report, tmp / "audit.json")
+        report = write_tables(tmp, recipe, manifest, log, dedup, lock_data, expected_manifest)
         write_datasheet(tmp, recipe, manifest, log, dedup, report, used, missing)
         if state is not None:
             (tmp / STATE).write_text(json.dumps({"inputs": state}) + "\n", encoding="utf-8")
+
+
+def write_tables(
+    folder: Path,
+    recipe: Recipe,
+    manifest: pd.DataFrame,
+    log: ProblemLog,
+    dedup: DedupResult,
+    lock_data: dict[str, Any],
+    expected_manifest: str | None,
+) -> AuditReport:
+    """Manifest, problems, duplicates and lock into a dataset folder; then audit it.
+
+    The audit runs on the files as written (``audit.json``), so it checks what a user gets.
+    """
+    from covid19_images.audit import audit_dataset, write_report
+
+    lock_data["manifest_sha256"] = write_manifest(manifest, folder, expected_manifest)
+    log.write_csv(folder / "problems.csv")
+    dedup.pairs.to_csv(folder / "duplicates.csv", index=False)
+    (folder / LOCK).write_text(json.dumps(lock_data, indent=2, sort_keys=True) + "\n")
+    report = audit_dataset(
+        folder,
+        max_hamming=recipe.dedup.max_hamming,
+        min_correlation=recipe.dedup.min_correlation,
+        min_detail=recipe.dedup.min_detail,
+    )
+    write_report(report, folder / "audit.json")
+    return report
 
 
 def link(source: Path, target: Path) -> None:

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from covid19_images.assemble.build import (
-    LOCK,
     STATE,
     BuildResult,
     _check_lock,
@@ -41,7 +40,7 @@ from covid19_images.assemble.build import (
     _write_dicoms,
     link,
     staging,
-    write_manifest,
+    write_tables,
 )
 from covid19_images.assemble.recipe import Recipe
 from covid19_images.dedup.clusters import DedupResult, deduplicate
@@ -274,7 +273,6 @@ def _write(
     lock_data: dict[str, Any],
 ) -> None:
     from covid19_images.assemble.datasheet import write_datasheet
-    from covid19_images.audit import audit_dataset, write_report
 
     by_uid = {r.uid: r for r in kept}
     segmentation = recipe.task == "segmentation"
@@ -306,20 +304,8 @@ def _write(
                 middle.get(u, p) for u, p in zip(montage["uid"], montage["path"], strict=True)
             ]
         _write_datalist(tmp, manifest, recipe)
-        manifest_sha = write_manifest(
-            manifest, tmp, job.locked.get("manifest_sha256") if job.locked else None
-        )
-        job.log.write_csv(tmp / "problems.csv")
-        dedup.pairs.to_csv(tmp / "duplicates.csv", index=False)
-        lock_data["manifest_sha256"] = manifest_sha
-        (tmp / LOCK).write_text(json.dumps(lock_data, indent=2, sort_keys=True) + "\n")
-        report = audit_dataset(
-            tmp,
-            max_hamming=recipe.dedup.max_hamming,
-            min_correlation=recipe.dedup.min_correlation,
-            min_detail=recipe.dedup.min_detail,
-        )
-        write_report(report, tmp / "audit.json")
+        expected = job.locked.get("manifest_sha256") if job.locked else None
+        report = write_tables(tmp, recipe, manifest, job.log, dedup, lock_data, expected)
         write_datasheet(
             tmp,
             recipe,

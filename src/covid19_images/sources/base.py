@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import io
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -349,3 +349,70 @@ class FolderAdapter(Adapter):
     def describe(self, record: Record, parts: tuple[str, ...], log: ProblemLog) -> bool:
         """Add what the path tells about ``record``; False leaves the file out (reported)."""
         return True
+
+
+@dataclass
+class MaskFolders:
+    """Masks in folders beside an image folder, paired with images by file name.
+
+    ``folders`` lists (mask folder, mask map id) in the order the masks apply; ``found`` maps
+    each mask folder to {case-folded file name: path}. An image missing a mask from a folder that
+    ``required`` names (or from any non-empty folder) is logged and kept without it; a mask with
+    no image of its name is a ``missing-study`` problem.
+
+    Example:
+        >>> masks = MaskFolders([("rp_msk", "medseg")], {"rp_msk": {"1.nii.gz": "rp_msk/1.nii.gz"}})
+        >>> record = Record(source="medseg-volumes", path_raw="rp_im/1.nii.gz")
+        >>> log = ProblemLog()
+        >>> masks.attach(record, "1.nii.gz", FileIndex(Path(".")), log)
+        >>> record.mask_paths, record.attributes["mask_maps"]
+        (['rp_msk/1.nii.gz'], ['medseg'])
+    """
+
+    folders: Sequence[tuple[str, str]]
+    found: dict[str, dict[str, str]]
+    required: frozenset[str] = frozenset()
+
+    def attach(self, record: Record, key: str, index: FileIndex, log: ProblemLog) -> None:
+        """Add the masks of the image ``key`` to ``record`` (``mask_paths``, ``mask_maps``)."""
+        maps: list[str] = []
+        for folder, map_id in self.folders:
+            mask = self.found[folder].get(key)
+            if mask is None:
+                if folder in self.required or self.found[folder]:
+                    log.add(
+                        record.source,
+                        f"{folder}/{Path(record.path_raw).name}",
+                        None,
+                        "missing-file",
+                        "kept",
+                        f"{record.path_raw} is kept without this mask",
+                    )
+                continue
+            index.claim(mask)
+            record.mask_paths.append(mask)
+            maps.append(map_id)
+        record.attributes["mask_maps"] = maps
+
+    def report_unpaired(
+        self,
+        source: str,
+        images: Iterable[str],
+        image_folder: str,
+        index: FileIndex,
+        log: ProblemLog,
+    ) -> None:
+        """A ``missing-study`` problem for every mask whose image is not there."""
+        present = set(images)
+        for folder, _ in self.folders:
+            for key, mask in sorted(self.found[folder].items()):
+                if key not in present:
+                    index.claim(mask)
+                    log.add(
+                        source,
+                        mask,
+                        None,
+                        "missing-study",
+                        "skipped",
+                        f"no {image_folder}/ volume of this name",
+                    )

@@ -58,7 +58,7 @@ import nibabel as nib
 
 from covid19_images.problems import ProblemLog
 from covid19_images.records import Record, make_uid
-from covid19_images.sources.base import Adapter, FileIndex
+from covid19_images.sources.base import Adapter, FileIndex, MaskFolders
 from covid19_images.sources.registry import register
 
 NIFTI_SUFFIXES: Final = (".gz", ".nii")
@@ -214,6 +214,7 @@ class MedsegVolumes(Adapter):
         license_id = self.entry.license.spdx if self.entry.license else None
         images = niftis_in(index, self.IMAGES)
         masks = {folder: niftis_in(index, folder) for folder, _ in self.MASKS}
+        pairing = MaskFolders(self.MASKS, masks, frozenset(f for f, _ in self.MASKS))
         records: list[Record] = []
         for key, image in sorted(images.items(), key=lambda item: _natural(item[0])):
             index.claim(image)
@@ -222,37 +223,10 @@ class MedsegVolumes(Adapter):
             record.study_id = nifti_stem(Path(image).name)
             record.attributes["hu"] = False
             record.tags.append("not-hu")
-            maps: list[str] = []
-            for folder, map_id in self.MASKS:
-                mask = masks[folder].get(key)
-                if mask is None:
-                    log.add(
-                        self.source,
-                        f"{folder}/{Path(image).name}",
-                        None,
-                        "missing-file",
-                        "kept",
-                        f"{image} is kept without this mask",
-                    )
-                    continue
-                index.claim(mask)
-                record.mask_paths.append(mask)
-                maps.append(map_id)
-            record.attributes["mask_maps"] = maps
+            pairing.attach(record, key, index, log)
             self.label(record, log, image)
             records.append(record)
-        for folder, _ in self.MASKS:
-            for key, mask in sorted(masks[folder].items()):
-                if key not in images:
-                    index.claim(mask)
-                    log.add(
-                        self.source,
-                        mask,
-                        None,
-                        "missing-study",
-                        "skipped",
-                        f"no {self.IMAGES}/ volume of this name",
-                    )
+        pairing.report_unpaired(self.source, images, self.IMAGES, index, log)
         index.report_orphans(self.source, log, "not a file of MedSeg dataset nr. 2")
         return records
 

@@ -50,7 +50,7 @@ from typing import Final
 
 from covid19_images.problems import ProblemLog
 from covid19_images.records import Record, scoped_patient
-from covid19_images.sources.base import Adapter, FileIndex
+from covid19_images.sources.base import Adapter, FileIndex, MaskFolders
 from covid19_images.sources.medseg import FINDING, NIFTI_SUFFIXES, nifti_stem, niftis_in
 from covid19_images.sources.registry import register
 
@@ -97,6 +97,7 @@ class ZenodoCtSeg(Adapter):
         index = FileIndex.scan(root, suffixes=NIFTI_SUFFIXES)
         folders = {folder: niftis_in(index, folder) for folder in (IMAGES, *(f for f, _ in MASKS))}
         images = folders[IMAGES]
+        pairing = MaskFolders(MASKS, folders, frozenset({REQUIRED_MASKS}))
         license_id = self.entry.license.spdx if self.entry.license else None
         records: list[Record] = []
         for key, image in sorted(images.items()):
@@ -132,37 +133,9 @@ class ZenodoCtSeg(Adapter):
                 if hu is False:
                     record.tags.append("not-hu")
                     record.attributes["scaled_from_window"] = list(RADIOPAEDIA_WINDOW)
-            maps: list[str] = []
-            for folder, map_id in MASKS:
-                mask = folders[folder].get(key)
-                if mask is None:
-                    if folder == REQUIRED_MASKS or folders[folder]:
-                        log.add(
-                            self.source,
-                            f"{folder}/{name}",
-                            None,
-                            "missing-file",
-                            "kept",
-                            f"{image} is kept without this mask",
-                        )
-                    continue
-                index.claim(mask)
-                record.mask_paths.append(mask)
-                maps.append(map_id)
-            record.attributes["mask_maps"] = maps
+            pairing.attach(record, key, index, log)
             self.label(record, log, image)
             records.append(record)
-        for folder, _ in MASKS:
-            for key, mask in sorted(folders[folder].items()):
-                if key not in images:
-                    index.claim(mask)
-                    log.add(
-                        self.source,
-                        mask,
-                        None,
-                        "missing-study",
-                        "skipped",
-                        f"no {IMAGES}/ volume of this name",
-                    )
+        pairing.report_unpaired(self.source, images, IMAGES, index, log)
         index.report_orphans(self.source, log, "not a file of the COVID-19-CT-Seg layout")
         return records
