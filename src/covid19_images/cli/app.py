@@ -218,7 +218,11 @@ def fetch_command(
 @_handled
 def build_command(
     recipe: Annotated[
-        str, typer.Argument(help="Recipe name (xray-covid, xray-binary, covidx) or a recipe .toml.")
+        str,
+        typer.Argument(
+            help="Recipe name (xray-covid, xray-binary, covidx, ct-covid, ct-lesion-seg) "
+            "or a recipe .toml."
+        ),
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder that receives <recipe>/.")] = Path(
         "datasets"
