@@ -33,6 +33,7 @@ from covid19_images.dedup.clusters import DedupResult, deduplicate
 from covid19_images.deid import SaltError, salt
 from covid19_images.errors import Covid19ImagesError
 from covid19_images.fetch import Located, data_root, locate
+from covid19_images.loaders.packed import PACKED_VERSION, write_packed
 from covid19_images.problems import ProblemLog
 from covid19_images.process.dicom import write_secondary_capture
 from covid19_images.process.executor import Executor, LocalExecutor
@@ -332,6 +333,7 @@ def _inputs_fingerprint(
                 __version__,
                 PROCESS_VERSION,
                 DICOM_VERSION,
+                PACKED_VERSION,
                 recipe.model_dump(mode="json"),
                 seed,
                 size,
@@ -622,6 +624,7 @@ def _write(
         keys = {r.uid: r.processed_key or "" for r in kept}
         for uid, rel in zip(manifest["uid"], manifest["path"], strict=True):
             link(output_dir(cache, keys[uid]) / f"{size}.png", tmp / rel)
+        write_packed(tmp, manifest, sorted(recipe.classes), size, f"covid19-images {__version__}")
         report = write_tables(tmp, recipe, manifest, log, dedup, lock_data, expected_manifest)
         write_datasheet(tmp, recipe, manifest, log, dedup, report, used, missing)
         if state is not None:

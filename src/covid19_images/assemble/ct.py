@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from covid19_images import __version__
 from covid19_images.assemble.build import (
     STATE,
     BuildResult,
@@ -44,6 +45,7 @@ from covid19_images.assemble.build import (
 )
 from covid19_images.assemble.recipe import Recipe
 from covid19_images.dedup.clusters import DedupResult, deduplicate
+from covid19_images.loaders.packed import write_packed
 from covid19_images.problems import ProblemLog
 from covid19_images.process.ct.masks import LABELS, lesion_only
 from covid19_images.process.ct.pipeline import (
@@ -295,6 +297,9 @@ def _write(
                     key = by_uid[str(row["uid"])].processed_key or ""
                     link(volume_dir(ct_cache, key) / "image.nii.gz", tmp / str(row["path"]))
             slices.to_parquet(tmp / SLICES, index=False)
+            write_packed(
+                tmp, slices, sorted(recipe.classes), job.size, f"covid19-images {__version__}"
+            )
             middle = (
                 slices.dropna(subset=["slice"])
                 .groupby("uid")["path"]

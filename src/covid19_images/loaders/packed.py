@@ -1,0 +1,242 @@
+"""The fast path: each split of a dataset as one memory-mappable uint8 array.
+
+A build writes, beside the split folders, ``<split>_<size>.npy`` (``(N, size, size)`` uint8, one
+image or CT slice per row), ``packed.parquet`` (one row per array row: ``split``, ``index``,
+``uid``, ``slice``, ``class``, ``label``, ``path``) and ``packed.json`` (format version, classes,
+size, counts, the train split's mean and standard deviation). Loaders map the arrays read-only:
+reading a batch is a memory copy, with no file opened or image decoded per sample.
+
+Example:
+    >>> split = open_split("datasets/xray-covid", "train")  # doctest: +SKIP
+    >>> split.images.shape, split.labels[:3], split.classes  # doctest: +SKIP
+    ((408, 224, 224), array([0, 2, 1]), ['covid19', 'normal', 'pneumonia'])
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from covid19_images.errors import Covid19ImagesError
+
+PACKED_VERSION: Final = 1
+"""Bump when the arrays or their index change shape or meaning; loaders refuse other versions."""
+META: Final = "packed.json"
+INDEX: Final = "packed.parquet"
+SPLITS: Final = ("train", "val", "test")
+_STATS_SAMPLE: Final = 2000
+
+
+class LoadError(Covid19ImagesError):
+    """A dataset folder cannot be loaded (not a dataset, older format, missing split, damage)."""
+
+
+def array_name(split: str, size: int) -> str:
+    """The file of one split's packed array.
+
+    Example:
+        >>> array_name("train", 224)
+        'train_224.npy'
+    """
+    return f"{split}_{size}.npy"
+
+
+def write_packed(
+    folder: Path, items: pd.DataFrame, classes: Sequence[str], size: int, tool: str
+) -> dict[str, Any]:
+    """Pack the square PNGs ``items`` names (``split``, ``path``, ``uid``, ``class``, and
+    optionally ``slice``) into one array per split, in ``items`` order; returns the metadata.
+
+    ``classes`` fixes the label numbers (their order); the PNGs must be ``size`` x ``size``
+    greyscale, as a build writes them.
+    """
+    names = list(classes)
+    meta: dict[str, Any] = {
+        "version": PACKED_VERSION,
+        "tool": tool,
+        "size": size,
+        "classes": names,
+        "splits": {},
+    }
+    rows = []
+    for split in SPLITS:
+        part = items[items["split"] == split].reset_index(drop=True)
+        name = array_name(split, size)
+        tmp = folder / f".{name}.tmp"
+        array = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(len(part), size, size)
+        )
+        for i, rel in enumerate(part["path"]):
+            with Image.open(folder / str(rel)) as img:
+                pixels = np.asarray(img.convert("L"))
+            if pixels.shape != (size, size):
+                raise LoadError(f"{rel} is {pixels.shape}, not {size} x {size}: cannot pack it")
+            array[i] = pixels
+        array.flush()
+        if split == "train":
+            meta["mean"], meta["std"] = _stats(array)
+        del array
+        tmp.replace(folder / name)
+        meta["splits"][split] = {"file": name, "count": len(part)}
+        slices = part["slice"] if "slice" in part else pd.Series([None] * len(part))
+        for i, (uid, name_, rel, k) in enumerate(
+            zip(part["uid"], part["class"], part["path"], slices, strict=True)
+        ):
+            rows.append(
+                {
+                    "split": split,
+                    "index": i,
+                    "uid": uid,
+                    "slice": None if pd.isna(k) else int(k),
+                    "class": name_,
+                    "label": names.index(str(name_)),
+                    "path": rel,
+                }
+            )
+    index = pd.DataFrame(rows, columns=["split", "index", "uid", "slice", "class", "label", "path"])
+    index["slice"] = index["slice"].astype("Int64")
+    index["label"] = index["label"].astype("int64")
+    index.to_parquet(folder / INDEX, index=False)
+    (folder / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return meta
+
+
+def _stats(array: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the pixels (0-1 scale) of up to 2,000 evenly spaced rows."""
+    if len(array) == 0:
+        return 0.5, 0.25
+    step = max(1, len(array) // _STATS_SAMPLE)
+    sample = np.asarray(array[::step], dtype=np.float64) / 255.0
+    return float(sample.mean()), float(max(sample.std(), 1e-6))
+
+
+@dataclass
+class PackedSplit:
+    """One split of a dataset, read through the packed arrays.
+
+    ``images`` is a read-only memory map; ``labels`` and ``uids`` follow its rows.
+    """
+
+    folder: Path
+    split: str
+    size: int
+    images: np.ndarray
+    labels: np.ndarray
+    uids: list[str]
+    slices: list[int | None]
+    classes: list[str]
+    mean: float
+    std: float
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def open_split(folder: Path | str, split: str = "train", size: int | None = None) -> PackedSplit:
+    """Open one split of an assembled dataset for reading.
+
+    Raises:
+        LoadError: The folder is not a dataset, was built by a version without (or with another
+            format of) packed arrays, has no such split or size, or an array is truncated.
+
+    Example:
+        >>> try:
+        ...     open_split("/nonexistent")
+        ... except LoadError as exc:
+        ...     print(exc)
+        /nonexistent is not a dataset folder of covid19-images (no manifest.parquet)
+    """
+    folder = Path(folder)
+    meta = read_meta(folder)
+    built = int(meta["size"])
+    if size is not None and size != built:
+        raise LoadError(
+            f"{folder} is packed at {built} px, not {size}: rebuild it with "
+            f"`covid19-images build RECIPE --size {size}` (or load size={built})"
+        )
+    if split not in meta["splits"]:
+        raise LoadError(f"{folder} has no split {split!r}; its splits: {', '.join(meta['splits'])}")
+    info = meta["splits"][split]
+    path = folder / str(info["file"])
+    count = int(info["count"])
+    images = _map(path, count, built)
+    try:
+        index = pd.read_parquet(folder / INDEX)
+    except (OSError, ValueError) as exc:
+        raise LoadError(f"{folder / INDEX} cannot be read ({exc}): rebuild with --force") from exc
+    rows = index[index["split"] == split].sort_values("index")
+    if len(rows) != count:
+        raise LoadError(
+            f"{folder / INDEX} lists {len(rows)} rows for {split}, the array holds {count}: "
+            "rebuild with --force"
+        )
+    return PackedSplit(
+        folder=folder,
+        split=split,
+        size=built,
+        images=images,
+        labels=rows["label"].to_numpy(dtype=np.int64),
+        uids=[str(u) for u in rows["uid"]],
+        slices=[None if pd.isna(k) else int(k) for k in rows["slice"]],
+        classes=[str(c) for c in meta["classes"]],
+        mean=float(meta.get("mean", 0.5)),
+        std=float(meta.get("std", 0.25)),
+    )
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """``packed.json`` of a dataset folder, checked for this version's format."""
+    if not (folder / "manifest.parquet").is_file():
+        raise LoadError(f"{folder} is not a dataset folder of covid19-images (no manifest.parquet)")
+    try:
+        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LoadError(
+            f"{folder} was built by an older covid19-images, without packed arrays: rebuild it "
+            "with `covid19-images build RECIPE --force`"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise LoadError(f"{folder / META} cannot be read ({exc}): rebuild with --force") from exc
+    if not isinstance(meta, dict) or meta.get("version") != PACKED_VERSION:
+        found = meta.get("version") if isinstance(meta, dict) else None
+        raise LoadError(
+            f"{folder} has packed arrays of format {found}, this covid19-images reads format "
+            f"{PACKED_VERSION}: rebuild it with `covid19-images build RECIPE --force`"
+        )
+    return meta
+
+
+def _map(path: Path, count: int, size: int) -> np.ndarray:
+    """The array file memory-mapped read-only, after checking it is whole."""
+    try:
+        with path.open("rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            offset = fh.tell()
+    except FileNotFoundError:
+        raise LoadError(f"{path} is missing: rebuild the dataset with --force") from None
+    except (OSError, ValueError) as exc:
+        raise LoadError(f"{path} is not a readable array ({exc}): rebuild with --force") from exc
+    expected = (count, size, size)
+    if tuple(shape) != expected or dtype != np.uint8:
+        raise LoadError(f"{path} holds {dtype} {shape}, expected uint8 {expected}: rebuild")
+    need = offset + count * size * size
+    have = path.stat().st_size
+    if have < need:
+        raise LoadError(
+            f"{path} is truncated ({have:,} of {need:,} bytes): rebuild the dataset with --force"
+        )
+    if count == 0:
+        return np.zeros(expected, dtype=np.uint8)
+    mapped: np.ndarray = np.load(path, mmap_mode="r")
+    return mapped
