@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy.fftpack  # type: ignore[import-untyped]  # imagehash needs it: its phash DCT
+import scipy.fftpack  # imagehash needs it: its phash DCT
 from PIL import Image, UnidentifiedImageError
 
 THUMB = 64

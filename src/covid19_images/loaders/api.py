@@ -1,0 +1,109 @@
+"""``covid19_images.load``: one call from a dataset to a framework's object.
+
+Frameworks are imported only when asked for; one that is not installed gives one message saying
+which extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Final
+
+from covid19_images.errors import Covid19ImagesError
+from covid19_images.fetch import data_root
+from covid19_images.loaders.packed import LoadError, open_split
+
+
+class FrameworkMissingError(Covid19ImagesError):
+    """The framework a loader needs is not installed."""
+
+
+FRAMEWORKS: Final[dict[str, tuple[str, str]]] = {
+    "numpy": ("numpy", ""),
+    "torch": ("torch", "torch"),
+}
+"""Framework name → (module it needs, the extra that installs it)."""
+
+
+def require(framework: str) -> None:
+    """Import the framework's module, or raise :class:`FrameworkMissingError` naming the extra.
+
+    Example:
+        >>> require("numpy")
+    """
+    module, extra = FRAMEWORKS[framework]
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise FrameworkMissingError(
+            f"framework={framework!r} needs {module}, which is not installed here ({exc}): "
+            f"pip install 'covid19-images[{extra}]'"
+        ) from exc
+
+
+def resolve_dataset(dataset: Path | str, root: Path | str | None = None) -> Path:
+    """A dataset folder, or a recipe name looked up in ``./datasets`` (the ``build`` default)
+    and in ``<data root>/datasets``.
+
+    Example:
+        >>> try:
+        ...     resolve_dataset("no-such-recipe", root="/nonexistent")
+        ... except LoadError as exc:
+        ...     print(str(exc).split(":")[0])
+        no dataset 'no-such-recipe'
+    """
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        return path
+    candidates = [Path("datasets") / str(dataset), data_root(root) / "datasets" / str(dataset)]
+    for candidate in candidates:
+        if (candidate / "manifest.parquet").is_file():
+            return candidate
+    looked = ", ".join(str(c) for c in candidates)
+    raise LoadError(
+        f"no dataset {str(dataset)!r}: not a folder, and not built in {looked}; "
+        f"build it with `covid19-images build {dataset}`"
+    )
+
+
+def load(
+    dataset: Path | str,
+    split: str = "train",
+    framework: str = "torch",
+    size: int | None = None,
+    augment: str | None = None,
+    *,
+    seed: int = 0,
+    root: Path | str | None = None,
+    **options: Any,
+) -> Any:
+    """One split of an assembled dataset as the framework's object.
+
+    Args:
+        dataset: A dataset folder, or a recipe name built in ``./datasets`` or the data root.
+        split: ``train``, ``val`` or ``test``.
+        framework: ``torch`` (a ``torch.utils.data.Dataset``) or ``numpy`` (the packed split:
+            a read-only uint8 array, labels and class names).
+        size: The packed size (default: the one the dataset was built with).
+        augment: ``none``, ``light`` or ``standard`` (:mod:`covid19_images.loaders.augment`).
+        seed: Seed of the augmentation draws.
+        root: Data root to look for a dataset name in.
+        options: Passed to the framework's loader (``channels=3``, ``normalize=False``, ...).
+
+    Example:
+        >>> import covid19_images as ci
+        >>> train = ci.load("xray-covid", "train", framework="torch")  # doctest: +SKIP
+        >>> image, label = train[0]  # doctest: +SKIP
+    """
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"unknown framework {framework!r}; known: {', '.join(FRAMEWORKS)}")
+    folder = resolve_dataset(dataset, root)
+    require(framework)
+    if framework == "numpy":
+        if augment not in (None, "none") or options:
+            raise ValueError("framework='numpy' reads the packed arrays as they are: no options")
+        return open_split(folder, split, size)
+    from covid19_images.loaders.pytorch import CovidImageDataset
+
+    return CovidImageDataset(folder, split, size=size, augment=augment, seed=seed, **options)

@@ -1,0 +1,113 @@
+"""PyTorch: a map-style ``Dataset`` over a split's packed array.
+
+``CovidImageDataset(folder, "train")[i]`` is ``(image, label)``: a float32 tensor of shape
+``(channels, size, size)`` normalised with the train split's mean and standard deviation, and
+the class number (``dataset.classes`` names them). Batches are read with one memory copy
+(``__getitems__``, which ``DataLoader`` uses for batched fetching); augmentation runs on the
+whole batch with ``affine_grid``/``grid_sample``. Random values come from a generator seeded by
+(seed, epoch, index): the same in any worker, and torch's and numpy's global state are never
+touched. Call ``set_epoch(n)`` each epoch for new draws.
+
+Example:
+    >>> from torch.utils.data import DataLoader  # doctest: +SKIP
+    >>> ds = CovidImageDataset("datasets/xray-covid", "train", augment="light")  # doctest: +SKIP
+    >>> images, labels = next(iter(DataLoader(ds, batch_size=32, shuffle=True)))  # doctest: +SKIP
+    >>> images.shape, labels.dtype  # doctest: +SKIP
+    (torch.Size([32, 1, 224, 224]), torch.int64)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual name
+from torch.utils.data import Dataset
+
+from covid19_images.loaders.augment import Preset, draw, preset, rng_for, theta
+from covid19_images.loaders.packed import PackedSplit, open_split
+
+
+class CovidImageDataset(Dataset[tuple[torch.Tensor, int]]):
+    """One split of an assembled dataset as ``(image tensor C x H x W, label)`` pairs.
+
+    Args:
+        folder: The dataset folder (``<out>/<recipe>``).
+        split: ``train``, ``val`` or ``test``.
+        size: The packed size to read (default: the one the dataset was built with).
+        augment: ``none``, ``light``, ``standard`` (see :mod:`covid19_images.loaders.augment`).
+        seed: Seed of the augmentation draws.
+        channels: 1, or 3 for models pretrained on colour images (the grey channel repeated).
+        normalize: Subtract the train split's mean and divide by its standard deviation.
+    """
+
+    def __init__(
+        self,
+        folder: Path | str,
+        split: str = "train",
+        *,
+        size: int | None = None,
+        augment: str | Preset | None = None,
+        seed: int = 0,
+        channels: int = 1,
+        normalize: bool = True,
+    ) -> None:
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, not {channels}")
+        self.folder, self.split, self.size = Path(folder), split, size
+        self.packed: PackedSplit | None = open_split(folder, split, size)
+        self.preset = preset(augment)
+        self.seed, self.epoch, self.channels, self.normalize = seed, 0, channels, normalize
+        self.classes = self.packed.classes
+        self.labels = self.packed.labels
+        self.mean, self.std = self.packed.mean, self.packed.std
+
+    def set_epoch(self, epoch: int) -> None:
+        """New augmentation draws for another epoch (the same epoch always draws the same)."""
+        self.epoch = epoch
+
+    def _split(self) -> PackedSplit:
+        if self.packed is None:  # in a worker that received the dataset by pickling
+            self.packed = open_split(self.folder, self.split, self.size)
+        return self.packed
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["packed"] = None  # never pickle the mapped array: each worker maps the file
+        return state
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+        """A batch of samples read with one copy out of the mapped array."""
+        order = np.asarray(indices, dtype=np.int64)
+        if len(order) and (order.min() < -len(self) or order.max() >= len(self)):
+            raise IndexError(f"index out of range for a split of {len(self)} samples")
+        order = order % max(len(self), 1)
+        pixels = np.take(self._split().images, order, axis=0)
+        batch = torch.from_numpy(pixels).unsqueeze(1).float().div_(255.0)
+        if not self.preset.identity:
+            batch = self._augment(batch, order)
+        if self.normalize:
+            batch = batch.sub_(self.mean).div_(self.std)
+        if self.channels == 3:
+            batch = batch.expand(-1, 3, -1, -1)
+        labels = self.labels[order].tolist()
+        return list(zip(batch.unbind(0), labels, strict=True))
+
+    def _augment(self, batch: torch.Tensor, order: np.ndarray) -> torch.Tensor:
+        draws = [draw(self.preset, rng_for(self.seed, self.epoch, int(i))) for i in order]
+        thetas = torch.from_numpy(np.stack([theta(d) for d in draws])).float()
+        grid = F.affine_grid(thetas, list(batch.shape), align_corners=False)
+        out = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        mean = out.mean(dim=(1, 2, 3), keepdim=True)
+        contrast = torch.tensor([d.contrast for d in draws]).view(-1, 1, 1, 1)
+        brightness = torch.tensor([d.brightness for d in draws]).view(-1, 1, 1, 1)
+        return ((out - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
