@@ -121,3 +121,21 @@ def test_a_framework_that_is_not_installed_names_its_extra(
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
     with pytest.raises(api.FrameworkMissingError, match=r"pip install 'covid19-images\[torch\]'"):
         ci.load(Path(xray_dataset.path), "train", framework="torch")
+
+
+def test_loader_reads_whole_batches_equal_to_samples(xray_dataset: BuildResult) -> None:
+    ds = CovidImageDataset(xray_dataset.path, "train", seed=5)
+    batches = list(ds.loader(batch_size=16, shuffle=True))
+    assert sum(len(y) for _, y in batches) == len(ds)
+    x, y = batches[0]
+    assert x.shape == (16, 1, 224, 224) and x.dtype == torch.float32 and y.dtype == torch.int64
+    again = list(CovidImageDataset(xray_dataset.path, "train", seed=5).loader(16, shuffle=True))
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(batches, again, strict=True))
+    firsts = torch.stack([ds[int(i)][0] for i in range(len(ds))])
+    labels = torch.tensor([ds[int(i)][1] for i in range(len(ds))])
+    order = torch.cat([y for _, y in batches])
+    assert sorted(order.tolist()) == sorted(labels.tolist())
+    seen = torch.cat([x for x, _ in batches])
+    assert any(torch.allclose(seen[0], firsts[i]) for i in range(len(ds)))
+    in_order = torch.cat([x for x, _ in ds.loader(batch_size=32)])
+    np.testing.assert_allclose(in_order.numpy(), firsts.numpy(), atol=1e-6)

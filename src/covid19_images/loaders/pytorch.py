@@ -20,12 +20,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
-from torch.utils.data import Dataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
 
 from covid19_images.loaders.augment import Preset, draw, preset, rng_for, theta
 from covid19_images.loaders.packed import PackedSplit, open_split
@@ -82,25 +89,67 @@ class CovidImageDataset(Dataset[tuple[torch.Tensor, int]]):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.__getitems__([index])[0]
+    @overload
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]: ...
+
+    @overload
+    def __getitem__(self, index: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def __getitem__(
+        self, index: int | Sequence[int]
+    ) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, torch.Tensor]:
+        """One sample ``(C x H x W, label)``, or for a list of indices a whole batch
+        ``(B x C x H x W, labels)`` (what :meth:`loader` asks for)."""
+        if isinstance(index, (int, np.integer)):
+            return self.__getitems__([int(index)])[0]
+        order = self._order(index)
+        return self._batch(order), torch.from_numpy(self.labels[order])
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
-        """A batch of samples read with one copy out of the mapped array."""
+        """Samples for ``DataLoader``'s batched fetching: one read out of the mapped array."""
+        order = self._order(indices)
+        batch = self._batch(order)
+        return list(zip(batch.unbind(0), self.labels[order].tolist(), strict=True))
+
+    def loader(
+        self,
+        batch_size: int = 64,
+        *,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        **options: Any,
+    ) -> DataLoader[Any]:
+        """A ``DataLoader`` that reads each batch whole: no per-sample tensors, no collate copy.
+
+        Shuffling uses a generator seeded with ``seed`` and the epoch (see :meth:`set_epoch`),
+        never the global one. ``options`` go to ``DataLoader`` (``num_workers``, ...).
+        """
+        if shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            sampler: Sampler[int] = RandomSampler(self, generator=generator)
+        else:
+            sampler = SequentialSampler(self)
+        batches = BatchSampler(sampler, batch_size, drop_last)
+        return DataLoader(self, batch_size=None, sampler=batches, **options)
+
+    def _order(self, indices: Sequence[int]) -> np.ndarray:
         order = np.asarray(indices, dtype=np.int64)
         if len(order) and (order.min() < -len(self) or order.max() >= len(self)):
             raise IndexError(f"index out of range for a split of {len(self)} samples")
-        order = order % max(len(self), 1)
+        return order % max(len(self), 1)
+
+    def _batch(self, order: np.ndarray) -> torch.Tensor:
         pixels = np.take(self._split().images, order, axis=0)
-        batch = torch.from_numpy(pixels).unsqueeze(1).float().div_(255.0)
+        batch = torch.from_numpy(pixels).unsqueeze(1).float()
         if not self.preset.identity:
-            batch = self._augment(batch, order)
+            batch = self._augment(batch.div_(255.0), order).mul_(255.0)
         if self.normalize:
-            batch = batch.sub_(self.mean).div_(self.std)
+            batch = batch.sub_(self.mean * 255.0).mul_(1.0 / (255.0 * self.std))
+        else:
+            batch = batch.mul_(1.0 / 255.0)
         if self.channels == 3:
             batch = batch.expand(-1, 3, -1, -1)
-        labels = self.labels[order].tolist()
-        return list(zip(batch.unbind(0), labels, strict=True))
+        return batch
 
     def _augment(self, batch: torch.Tensor, order: np.ndarray) -> torch.Tensor:
         draws = [draw(self.preset, rng_for(self.seed, self.epoch, int(i))) for i in order]
