@@ -22,6 +22,8 @@ class FrameworkMissingError(Covid19ImagesError):
 FRAMEWORKS: Final[dict[str, tuple[str, str]]] = {
     "numpy": ("numpy", ""),
     "torch": ("torch", "torch"),
+    "monai": ("monai", "monai"),
+    "hf": ("datasets", "hf"),
 }
 """Framework name → (module it needs, the extra that installs it)."""
 
@@ -83,8 +85,11 @@ def load(
     Args:
         dataset: A dataset folder, or a recipe name built in ``./datasets`` or the data root.
         split: ``train``, ``val`` or ``test``.
-        framework: ``torch`` (a ``torch.utils.data.Dataset``) or ``numpy`` (the packed split:
-            a read-only uint8 array, labels and class names).
+        framework: ``torch`` (a ``torch.utils.data.Dataset``), ``monai`` (a
+            ``monai.data.Dataset`` of a datalist and its transform chain; ``level="volume"``
+            for CT volumes or image/label pairs), ``hf`` (a ``datasets.Dataset`` with
+            ``image`` and ``label`` features) or ``numpy`` (the packed split: a read-only uint8
+            array, labels and class names).
         size: The packed size (default: the one the dataset was built with).
         augment: ``none``, ``light`` or ``standard`` (:mod:`covid19_images.loaders.augment`).
         seed: Seed of the augmentation draws.
@@ -104,6 +109,26 @@ def load(
         if augment not in (None, "none") or options:
             raise ValueError("framework='numpy' reads the packed arrays as they are: no options")
         return open_split(folder, split, size)
+    if framework == "hf":
+        if augment not in (None, "none") or options or size is not None:
+            raise ValueError(
+                "framework='hf' gives the images as they are: add transforms with "
+                "Dataset.with_transform"
+            )
+        from covid19_images.loaders.hf import split_dataset
+
+        return split_dataset(folder, split)
+    if framework == "monai":
+        from monai.data import Dataset as MonaiDataset
+
+        from covid19_images.loaders.monai_data import datalist, transforms
+
+        level = options.pop("level", "image")
+        if options:
+            raise ValueError(f"framework='monai' takes level=, not {sorted(options)}")
+        return MonaiDataset(
+            datalist(folder, split, level), transforms(folder, level, augment, seed)
+        )
     from covid19_images.loaders.pytorch import CovidImageDataset
 
     return CovidImageDataset(folder, split, size=size, augment=augment, seed=seed, **options)
