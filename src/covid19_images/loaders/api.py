@@ -7,6 +7,8 @@ which extra to install.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 from pathlib import Path
 from typing import Any, Final
 
@@ -22,10 +24,21 @@ class FrameworkMissingError(Covid19ImagesError):
 FRAMEWORKS: Final[dict[str, tuple[str, str]]] = {
     "numpy": ("numpy", ""),
     "torch": ("torch", "torch"),
+    "tf": ("tensorflow", "tf"),
     "monai": ("monai", "monai"),
     "hf": ("datasets", "hf"),
 }
 """Framework name → (module it needs, the extra that installs it)."""
+
+
+def triton_before_tensorflow() -> None:
+    """Import Triton before TensorFlow, where Triton is installed and TensorFlow not yet imported.
+
+    Triton (which CUDA builds of torch install, and which ``import monai`` and ``torch.compile``
+    load) segfaults the process when it is imported after TensorFlow; imported before, both work.
+    """
+    if "tensorflow" not in sys.modules and importlib.util.find_spec("triton") is not None:
+        importlib.import_module("triton")
 
 
 def require(framework: str) -> None:
@@ -35,6 +48,8 @@ def require(framework: str) -> None:
         >>> require("numpy")
     """
     module, extra = FRAMEWORKS[framework]
+    if framework == "tf":
+        triton_before_tensorflow()
     try:
         importlib.import_module(module)
     except ImportError as exc:
@@ -85,7 +100,8 @@ def load(
     Args:
         dataset: A dataset folder, or a recipe name built in ``./datasets`` or the data root.
         split: ``train``, ``val`` or ``test``.
-        framework: ``torch`` (a ``torch.utils.data.Dataset``), ``monai`` (a
+        framework: ``torch`` (a ``torch.utils.data.Dataset``), ``tf`` (a batched, prefetched
+            ``tf.data.Dataset``; ``batch_size=``, ``shuffle=``), ``monai`` (a
             ``monai.data.Dataset`` of a datalist and its transform chain; ``level="volume"``
             for CT volumes or image/label pairs), ``hf`` (a ``datasets.Dataset`` with
             ``image`` and ``label`` features) or ``numpy`` (the packed split: a read-only uint8
@@ -109,6 +125,10 @@ def load(
         if augment not in (None, "none") or options:
             raise ValueError("framework='numpy' reads the packed arrays as they are: no options")
         return open_split(folder, split, size)
+    if framework == "tf":
+        from covid19_images.loaders.tfdata import dataset as tf_dataset
+
+        return tf_dataset(folder, split, size=size, augment=augment, seed=seed, **options)
     if framework == "hf":
         if augment not in (None, "none") or options or size is not None:
             raise ValueError(

@@ -148,7 +148,7 @@ def theta(d: Draw) -> np.ndarray:
     # counter-clockwise turn on screen is a clockwise one in these coordinates.
     inverse = np.array([[cos, -sin], [sin, cos]])
     shift = np.array([2 * d.shift_x, 2 * d.shift_y])
-    return np.concatenate([inverse, (-inverse @ shift)[:, None]], axis=1)
+    return np.concatenate([inverse, (-inverse @ shift)[:, None]], axis=1) + 0.0  # no -0.0
 
 
 def apply_numpy(image: np.ndarray, d: Draw) -> np.ndarray:
