@@ -10,7 +10,8 @@ one core (one torch thread, no worker processes), and the script reports images 
 - ``txv``: the ``torchxrayvision`` package's own ``COVID19_Dataset`` over the original ieee8023
   files of ``../shared/sources`` (the rows whose file is present), with its ``XRayCenterCrop``
   and ``XRayResizer(224)``, as its documentation uses it;
-- ``tf``: our ``tf.data`` path, where it exists and TensorFlow is installed (else null);
+- ``tf``: our ``tf.data`` path (``framework="tf"``), batches converted to NumPy, one TensorFlow
+  thread;
 - ``floor``: a bare read of the same packed array into normalised float32 batches with NumPy.
 
 Each loader runs in a fresh interpreter of its own, so its peak memory (Linux VmHWM, and the
@@ -59,7 +60,8 @@ def _measure(loader: Any, min_images: int, max_seconds: float) -> dict[str, Any]
     while seen < min_images and time.perf_counter() - start < max_seconds:
         for batch in loader:
             images = batch["img"] if isinstance(batch, dict) else batch[0]
-            assert images.shape[-2:] == (224, 224) and str(images.dtype).endswith("float32")
+            shape = tuple(images.shape)
+            assert (224, 224) in (shape[-2:], shape[1:3]) and str(images.dtype).endswith("float32")
             seen += int(images.shape[0])
             first = first or time.perf_counter() - start
             if seen >= min_images or time.perf_counter() - start > max_seconds:
@@ -70,11 +72,29 @@ def _measure(loader: Any, min_images: int, max_seconds: float) -> dict[str, Any]
 
 def child(name: str, dataset: Path, mirror: Path, min_images: int, max_seconds: float) -> None:
     """Run one loader in this process and print its figures as JSON."""
+    baseline = _status("VmRSS")
+    if name == "tf":  # in a process without torch
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        import covid19_images as ci
+
+        batches = ci.load(dataset, "train", framework="tf", batch_size=BATCH, shuffle=True)
+
+        class Numpy:
+            def __iter__(self) -> Any:
+                for x, y in batches:
+                    yield x.numpy(), y.numpy()
+
+        result = _measure(Numpy(), min_images, max_seconds)
+        result.update(peak_mib=_status("VmHWM"), anon_mib=_status("RssAnon"), baseline_mib=baseline)
+        print(json.dumps(result))
+        return
     import torch
     from torch.utils.data import DataLoader
 
     torch.set_num_threads(1)
-    baseline = _status("VmRSS")
     if name == "ours":  # the dataset's own DataLoader: whole batches, no collate copy
         import covid19_images as ci
 
@@ -138,8 +158,6 @@ def child(name: str, dataset: Path, mirror: Path, min_images: int, max_seconds: 
 
 
 def run_child(name: str, dataset: Path, mirror: Path, min_images: int, max_s: float) -> Any:
-    if name == "tf":
-        return None  # the tf.data path is not part of this version
     command = [
         sys.executable,
         __file__,

@@ -139,3 +139,16 @@ def test_loader_reads_whole_batches_equal_to_samples(xray_dataset: BuildResult) 
     assert any(torch.allclose(seen[0], firsts[i]) for i in range(len(ds)))
     in_order = torch.cat([x for x, _ in ds.loader(batch_size=32)])
     np.testing.assert_allclose(in_order.numpy(), firsts.numpy(), atol=1e-6)
+
+
+def test_each_pass_of_loader_is_a_new_epoch_in_any_worker(xray_dataset: BuildResult) -> None:
+    def passes(workers: int) -> list[torch.Tensor]:
+        ds = CovidImageDataset(xray_dataset.path, "val", augment="light", seed=2)
+        dl = ds.loader(batch_size=8, num_workers=workers)
+        return [torch.cat([x for x, _ in dl]) for _ in range(2)]
+
+    first, second = passes(0)
+    assert not torch.allclose(first, second)  # pass 2 draws other values
+    again = passes(2)  # a fresh loader, with worker processes: the same two passes
+    np.testing.assert_allclose(again[0].numpy(), first.numpy(), atol=1e-6)
+    np.testing.assert_allclose(again[1].numpy(), second.numpy(), atol=1e-6)

@@ -25,6 +25,7 @@ FRAMEWORKS: Final[dict[str, tuple[str, str]]] = {
     "numpy": ("numpy", ""),
     "torch": ("torch", "torch"),
     "tf": ("tensorflow", "tf"),
+    "fastai": ("fastai", "fastai"),
     "monai": ("monai", "monai"),
     "hf": ("datasets", "hf"),
 }
@@ -101,7 +102,8 @@ def load(
         dataset: A dataset folder, or a recipe name built in ``./datasets`` or the data root.
         split: ``train``, ``val`` or ``test``.
         framework: ``torch`` (a ``torch.utils.data.Dataset``), ``tf`` (a batched, prefetched
-            ``tf.data.Dataset``; ``batch_size=``, ``shuffle=``), ``monai`` (a
+            ``tf.data.Dataset``; ``batch_size=``, ``shuffle=``), ``fastai`` (``DataLoaders``
+            of the train and val splits, whatever ``split`` says; ``bs=``), ``monai`` (a
             ``monai.data.Dataset`` of a datalist and its transform chain; ``level="volume"``
             for CT volumes or image/label pairs), ``hf`` (a ``datasets.Dataset`` with
             ``image`` and ``label`` features) or ``numpy`` (the packed split: a read-only uint8
@@ -129,6 +131,10 @@ def load(
         from covid19_images.loaders.tfdata import dataset as tf_dataset
 
         return tf_dataset(folder, split, size=size, augment=augment, seed=seed, **options)
+    if framework == "fastai":
+        from covid19_images.loaders.fastai_data import dataloaders
+
+        return dataloaders(folder, size=size, augment=augment, seed=seed, **options)
     if framework == "hf":
         if augment not in (None, "none") or options or size is not None:
             raise ValueError(

@@ -18,7 +18,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
@@ -96,19 +97,21 @@ class CovidImageDataset(Dataset[tuple[torch.Tensor, int]]):
     def __getitem__(self, index: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def __getitem__(
-        self, index: int | Sequence[int]
+        self, index: int | Sequence[int] | EpochBatch
     ) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, torch.Tensor]:
         """One sample ``(C x H x W, label)``, or for a list of indices a whole batch
-        ``(B x C x H x W, labels)`` (what :meth:`loader` asks for)."""
+        ``(B x C x H x W, labels)`` (what :meth:`loader` asks for, with its pass number)."""
         if isinstance(index, (int, np.integer)):
             return self.__getitems__([int(index)])[0]
-        order = self._order(index)
-        return self._batch(order), torch.from_numpy(self.labels[order])
+        epoch = index.epoch if isinstance(index, EpochBatch) else self.epoch
+        indices = index.indices if isinstance(index, EpochBatch) else index
+        order = self._order(indices)
+        return self._batch(order, epoch), torch.from_numpy(self.labels[order])
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
         """Samples for ``DataLoader``'s batched fetching: one read out of the mapped array."""
         order = self._order(indices)
-        batch = self._batch(order)
+        batch = self._batch(order, self.epoch)
         return list(zip(batch.unbind(0), self.labels[order].tolist(), strict=True))
 
     def loader(
@@ -121,15 +124,17 @@ class CovidImageDataset(Dataset[tuple[torch.Tensor, int]]):
     ) -> DataLoader[Any]:
         """A ``DataLoader`` that reads each batch whole: no per-sample tensors, no collate copy.
 
-        Shuffling uses a generator seeded with ``seed`` and the epoch (see :meth:`set_epoch`),
-        never the global one. ``options`` go to ``DataLoader`` (``num_workers``, ...).
+        Each pass over it is a new epoch for the augmentation draws (counted from
+        :meth:`set_epoch`'s value), in any number of workers. Shuffling uses a generator seeded
+        with ``seed``, never the global one. ``options`` go to ``DataLoader`` (``num_workers``,
+        ``pin_memory``, ...).
         """
         if shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            generator = torch.Generator().manual_seed(self.seed)
             sampler: Sampler[int] = RandomSampler(self, generator=generator)
         else:
             sampler = SequentialSampler(self)
-        batches = BatchSampler(sampler, batch_size, drop_last)
+        batches = _EpochBatches(BatchSampler(sampler, batch_size, drop_last), self.epoch)
         return DataLoader(self, batch_size=None, sampler=batches, **options)
 
     def _order(self, indices: Sequence[int]) -> np.ndarray:
@@ -138,11 +143,11 @@ class CovidImageDataset(Dataset[tuple[torch.Tensor, int]]):
             raise IndexError(f"index out of range for a split of {len(self)} samples")
         return order % max(len(self), 1)
 
-    def _batch(self, order: np.ndarray) -> torch.Tensor:
+    def _batch(self, order: np.ndarray, epoch: int) -> torch.Tensor:
         pixels = np.take(self._split().images, order, axis=0)
         batch = torch.from_numpy(pixels).unsqueeze(1).float()
         if not self.preset.identity:
-            batch = self._augment(batch.div_(255.0), order).mul_(255.0)
+            batch = self._augment(batch.div_(255.0), order, epoch).mul_(255.0)
         if self.normalize:
             batch = batch.sub_(self.mean * 255.0).mul_(1.0 / (255.0 * self.std))
         else:
@@ -151,8 +156,8 @@ class CovidImageDataset(Dataset[tuple[torch.Tensor, int]]):
             batch = batch.expand(-1, 3, -1, -1)
         return batch
 
-    def _augment(self, batch: torch.Tensor, order: np.ndarray) -> torch.Tensor:
-        draws = [draw(self.preset, rng_for(self.seed, self.epoch, int(i))) for i in order]
+    def _augment(self, batch: torch.Tensor, order: np.ndarray, epoch: int) -> torch.Tensor:
+        draws = [draw(self.preset, rng_for(self.seed, epoch, int(i))) for i in order]
         thetas = torch.from_numpy(np.stack([theta(d) for d in draws])).float()
         grid = F.affine_grid(thetas, list(batch.shape), align_corners=False)
         out = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -160,3 +165,26 @@ class CovidImageDataset(Dataset[tuple[torch.Tensor, int]]):
         contrast = torch.tensor([d.contrast for d in draws]).view(-1, 1, 1, 1)
         brightness = torch.tensor([d.brightness for d in draws]).view(-1, 1, 1, 1)
         return ((out - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class EpochBatch:
+    """The indices of one batch and the pass (epoch) they are read in."""
+
+    epoch: int
+    indices: tuple[int, ...]
+
+
+class _EpochBatches(Sampler[EpochBatch]):
+    """Batches of a batch sampler, each tagged with its pass number (counted per ``iter``)."""
+
+    def __init__(self, batches: BatchSampler, start: int) -> None:
+        self.batches, self.epoch = batches, start
+
+    def __iter__(self) -> Iterator[EpochBatch]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        for indices in self.batches:
+            yield EpochBatch(epoch, tuple(indices))
+
+    def __len__(self) -> int:
+        return len(self.batches)
