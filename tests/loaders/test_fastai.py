@@ -12,9 +12,9 @@ pytest.importorskip("fastai", reason="fastai is not installed: pip install '.[fa
 
 def test_a_learner_trains_a_few_steps(xray_dataset: BuildResult) -> None:
     import torch
+    from fastai.callback.progress import ProgressCallback
     from fastai.learner import Learner
     from fastai.losses import CrossEntropyLossFlat
-    from fastai.callback.progress import ProgressCallback
     from fastai.metrics import accuracy
 
     dls = ci.load(xray_dataset.path, framework="fastai", bs=16, augment="light")
