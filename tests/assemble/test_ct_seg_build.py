@@ -144,3 +144,15 @@ def test_audit_and_datalist(seg: BuildResult) -> None:
     assert len(items) == len(seg.manifest)
     for item in items:
         assert (seg.path / item["image"]).is_file() and (seg.path / item["label"]).is_file()
+
+
+def test_export_nnunet_again_elsewhere(seg: BuildResult, tmp_path: Path) -> None:
+    from covid19_images.assemble.export import export
+
+    target = export(seg.path, "nnunet", tmp_path / "raw")
+    built = seg.path / "nnunet" / "Dataset501_COVID19Lesion"
+    again = target / "Dataset501_COVID19Lesion"
+    assert (again / "dataset.json").read_text() == (built / "dataset.json").read_text()
+    assert sorted(p.name for p in (again / "labelsTr").iterdir()) == sorted(
+        p.name for p in (built / "labelsTr").iterdir()
+    )

@@ -366,6 +366,27 @@ def audit_command(
         raise typer.Exit(1)
 
 
+@app.command("export")
+@_handled
+def export_command(
+    dataset: Annotated[Path, typer.Argument(help="An assembled dataset folder.")],
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="imagefolder, covidx, monai, hf or nnunet."),
+    ],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Target folder (default: DATASET/exports/FORMAT)."),
+    ] = None,
+) -> None:
+    """Write a built dataset in another tool's layout (images are hard links, not copies)."""
+    from covid19_images.assemble.export import export
+
+    target = export(dataset, fmt, out_dir)
+    out.print(f"[green]{target}[/] ({fmt})", highlight=False)
+    out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)
+
+
 def out_table(counts: Any) -> Table:
     """Class x split counts as a rich table."""
     table = Table(title="images per class and split")

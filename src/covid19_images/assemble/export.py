@@ -1,0 +1,158 @@
+"""``export``: a built dataset in another tool's layout.
+
+- ``imagefolder``: ``<split>/<class>/<file>.png`` (torchvision ``ImageFolder``, Keras
+  ``image_dataset_from_directory``);
+- ``covidx``: ``<split>/<file>.png`` and ``<split>.txt`` with lines ``patient_id filename
+  label source``, COVID-Net's label files (labels ``COVID-19``, ``pneumonia``, ``normal``);
+- ``monai``: the images as ``imagefolder`` plus ``datalist.json`` (``training``,
+  ``validation``, ``test``; paths relative to it);
+- ``hf``: ``DatasetDict.save_to_disk`` (``datasets.load_from_disk`` reads it back);
+- ``nnunet``: an nnU-Net v2 raw dataset of a segmentation dataset's image/label pairs.
+
+Images are hard links to the dataset's own files where the file system allows (copies
+elsewhere); the target is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Final
+
+import pandas as pd
+
+from covid19_images.assemble.build import link
+from covid19_images.errors import Covid19ImagesError
+from covid19_images.loaders.packed import INDEX, read_meta
+
+FORMATS: Final = ("imagefolder", "covidx", "monai", "hf", "nnunet")
+COVIDX_LABELS: Final = {"covid19": "COVID-19", "pneumonia": "pneumonia", "normal": "normal"}
+
+
+class ExportError(Covid19ImagesError):
+    """A dataset cannot be exported in the format asked for."""
+
+    exit_code = 2
+
+
+def export(folder: Path | str, fmt: str, out: Path | str | None = None) -> Path:
+    """Write the dataset in ``folder`` in format ``fmt``; returns the folder written.
+
+    ``out`` defaults to ``<folder>/exports/<fmt>``.
+
+    Example:
+        >>> export("datasets/xray-covid", "covidx")  # doctest: +SKIP
+        PosixPath('datasets/xray-covid/exports/covidx')
+    """
+    folder = Path(folder)
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
+    target = Path(out) if out is not None else folder / "exports" / fmt
+    if target.exists() and any(target.iterdir()):
+        raise ExportError(f"{target} exists and is not empty: remove it or pass another --out")
+    tmp = target.parent / f".{target.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _WRITERS[fmt](folder, tmp)
+        if target.exists():
+            target.rmdir()
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _samples(folder: Path) -> pd.DataFrame:
+    """Every 2-D sample (packed order) with its manifest row's patient and source."""
+    read_meta(folder)
+    samples = pd.read_parquet(folder / INDEX)
+    manifest = pd.read_parquet(folder / "manifest.parquet", columns=["uid", "patient_id", "source"])
+    return samples.merge(manifest, on="uid", how="left")
+
+
+def _imagefolder(folder: Path, tmp: Path) -> None:
+    samples = _samples(folder)
+    for split, name, rel in zip(samples["split"], samples["class"], samples["path"], strict=True):
+        link(folder / str(rel), tmp / str(split) / str(name) / Path(str(rel)).name)
+    tmp.mkdir(parents=True, exist_ok=True)
+
+
+def _covidx(folder: Path, tmp: Path) -> None:
+    samples = _samples(folder)
+    unknown = sorted(set(samples["class"]) - set(COVIDX_LABELS))
+    if unknown:
+        raise ExportError(
+            f"COVIDx labels are COVID-19, pneumonia and normal; this dataset has {unknown}"
+        )
+    tmp.mkdir(parents=True, exist_ok=True)
+    for split, rows in samples.groupby("split", sort=False):
+        lines = []
+        for row in rows.sort_values("index").to_dict("records"):
+            name = Path(str(row["path"])).name
+            link(folder / str(row["path"]), tmp / str(split) / name)
+            patient = str(row["patient_id"] or row["uid"]).replace(" ", "_")
+            lines.append(f"{patient} {name} {COVIDX_LABELS[str(row['class'])]} {row['source']}")
+        (tmp / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _monai(folder: Path, tmp: Path) -> None:
+    _imagefolder(folder, tmp)
+    samples = _samples(folder)
+    keys = {"train": "training", "val": "validation", "test": "test"}
+    meta = read_meta(folder)
+    data: dict[str, object] = {"labels": {str(i): c for i, c in enumerate(meta["classes"])}}
+    for split, key in keys.items():
+        rows = samples[samples["split"] == split].sort_values("index")
+        data[key] = [
+            {
+                "image": f"{split}/{name}/{Path(str(rel)).name}",
+                "label": int(label),
+                "uid": str(uid),
+            }
+            for name, rel, label, uid in zip(
+                rows["class"], rows["path"], rows["label"], rows["uid"], strict=True
+            )
+        ]
+    (tmp / "datalist.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _hf(folder: Path, tmp: Path) -> None:
+    try:
+        from covid19_images.loaders.hf import dataset_dict
+    except ImportError as exc:
+        raise ExportError(
+            f"--format hf needs datasets: pip install 'covid19-images[hf]' ({exc})"
+        ) from exc
+    dataset_dict(folder).save_to_disk(str(tmp))
+
+
+def _nnunet(folder: Path, tmp: Path) -> None:
+    from covid19_images.assemble.ct import write_nnunet
+
+    manifest = pd.read_parquet(folder / "manifest.parquet")
+    if "mask_path" not in manifest or manifest["mask_path"].isna().all():
+        raise ExportError(
+            f"{folder} has no image/label pairs: nnU-Net needs a segmentation dataset "
+            "(covid19-images build ct-lesion-seg)"
+        )
+    lock = json.loads((folder / "lock.json").read_text(encoding="utf-8"))
+    recipe = lock["recipe"]
+    from covid19_images.process.ct.masks import LABELS
+
+    labels = (
+        {"background": 0, "lesion": 1} if recipe.get("mask_labels") == "lesion" else dict(LABELS)
+    )
+    name = recipe.get("nnunet_dataset") or "Dataset501_COVID19Lesion"
+    write_nnunet(folder, manifest, tmp / name, labels, str(recipe.get("description", "")))
+
+
+_WRITERS = {
+    "imagefolder": _imagefolder,
+    "covidx": _covidx,
+    "monai": _monai,
+    "hf": _hf,
+    "nnunet": _nnunet,
+}
