@@ -156,3 +156,28 @@ def test_export_nnunet_again_elsewhere(seg: BuildResult, tmp_path: Path) -> None
     assert sorted(p.name for p in (again / "labelsTr").iterdir()) == sorted(
         p.name for p in (built / "labelsTr").iterdir()
     )
+
+
+def test_packed_slices_and_label_maps_feed_pytorch(seg: BuildResult) -> None:
+    from covid19_images.loaders import open_split
+
+    total = 0
+    for split in ("train", "val", "test"):
+        packed = open_split(seg.path, split)
+        assert packed.masks is not None and packed.masks.shape == packed.images.shape
+        total += len(packed)
+        if len(packed):
+            assert set(np.unique(packed.masks)) <= {0, 1}
+    assert total == SHAPE[2] * len(seg.manifest)  # every axial slice of every pair
+    train = open_split(seg.path, "train")
+    assert int(train.masks.sum()) > 0  # type: ignore[union-attr]
+    torch = pytest.importorskip("torch")
+    import covid19_images as ci
+
+    ds = ci.load(seg.path, "train", framework="torch", augment="standard")
+    assert ds.segmentation
+    image, mask = ds[0]
+    assert image.shape == (1, 224, 224) and mask.shape == (224, 224) and mask.dtype == torch.int64
+    images, masks = next(iter(ds.loader(batch_size=4)))
+    assert images.shape == (4, 1, 224, 224) and masks.shape == (4, 224, 224)
+    assert set(torch.unique(masks).tolist()) <= {0, 1}

@@ -28,6 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from covid19_images import __version__
@@ -51,9 +52,11 @@ from covid19_images.process.ct.masks import LABELS, lesion_only
 from covid19_images.process.ct.pipeline import (
     CT_PROCESS_VERSION,
     CtParams,
+    display_array,
     is_volume,
     process_volumes,
     slice_path,
+    square,
     volume_dir,
 )
 from covid19_images.process.ct.volume import read_nifti, write_nifti
@@ -282,6 +285,7 @@ def _write(
         montage = manifest.copy()
         if segmentation:
             _write_pairs(recipe, tmp, manifest, by_uid, ct_cache)
+            _pack_pairs(tmp, manifest, by_uid, ct_cache, recipe, job.size)
         else:
             slices = _slice_rows(manifest, by_uid)
             for row in slices.to_dict("records"):
@@ -324,6 +328,43 @@ def _write(
             extra=_ct_section(manifest, recipe),
         )
         (tmp / STATE).write_text(json.dumps({"inputs": job.state}) + "\n", encoding="utf-8")
+
+
+def _pack_pairs(
+    folder: Path,
+    manifest: pd.DataFrame,
+    by_uid: dict[str, Record],
+    ct_cache: Path,
+    recipe: Recipe,
+    size: int,
+) -> None:
+    """The packed arrays of a segmentation dataset: every axial slice and its label map."""
+    rows = []
+    for row in manifest.to_dict("records"):
+        r = by_uid[str(row["uid"])]
+        for k in range(int(r.attributes.get("slices", 0))):
+            rows.append(
+                {
+                    "uid": row["uid"],
+                    "split": row["split"],
+                    "class": row["class"],
+                    "slice": k,
+                    "path": str(slice_path(ct_cache, r.processed_key or "", size, k)),
+                }
+            )
+    items = pd.DataFrame(rows, columns=["uid", "split", "class", "slice", "path"])
+    mask_of = {str(u): str(m) for u, m in zip(manifest["uid"], manifest["mask_path"], strict=True)}
+    current: dict[str, np.ndarray] = {}
+
+    def masks(uid: str, k: int) -> np.ndarray:
+        if uid not in current:
+            current.clear()
+            current[uid] = display_array(read_nifti(folder / mask_of[uid]))
+        return square(current[uid][k], size, labels=True)
+
+    write_packed(
+        folder, items, sorted(recipe.classes), size, f"covid19-images {__version__}", masks
+    )
 
 
 def _label_map(recipe: Recipe) -> dict[str, int]:

@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -49,13 +49,20 @@ def array_name(split: str, size: int) -> str:
 
 
 def write_packed(
-    folder: Path, items: pd.DataFrame, classes: Sequence[str], size: int, tool: str
+    folder: Path,
+    items: pd.DataFrame,
+    classes: Sequence[str],
+    size: int,
+    tool: str,
+    masks: Callable[[str, int], np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Pack the square PNGs ``items`` names (``split``, ``path``, ``uid``, ``class``, and
     optionally ``slice``) into one array per split, in ``items`` order; returns the metadata.
 
     ``classes`` fixes the label numbers (their order); the PNGs must be ``size`` x ``size``
-    greyscale, as a build writes them.
+    greyscale, as a build writes them. ``masks(uid, slice)`` gives each row's label map
+    (``size`` x ``size`` uint8) for segmentation datasets, packed as ``<split>_<size>_mask.npy``.
+    A path outside ``folder`` (a cached slice) is read but not listed in the index.
     """
     names = list(classes)
     meta: dict[str, Any] = {
@@ -73,18 +80,35 @@ def write_packed(
         array = np.lib.format.open_memmap(
             tmp, mode="w+", dtype=np.uint8, shape=(len(part), size, size)
         )
-        for i, rel in enumerate(part["path"]):
+        mask_name = f"{split}_{size}_mask.npy"
+        mask_tmp = folder / f".{mask_name}.tmp"
+        mask_array = (
+            np.lib.format.open_memmap(
+                mask_tmp, mode="w+", dtype=np.uint8, shape=(len(part), size, size)
+            )
+            if masks is not None
+            else None
+        )
+        slices_of = part["slice"] if "slice" in part else pd.Series([0] * len(part))
+        for i, (rel, uid, k) in enumerate(zip(part["path"], part["uid"], slices_of, strict=True)):
             with Image.open(folder / str(rel)) as img:
                 pixels = np.asarray(img.convert("L"))
             if pixels.shape != (size, size):
                 raise LoadError(f"{rel} is {pixels.shape}, not {size} x {size}: cannot pack it")
             array[i] = pixels
+            if mask_array is not None and masks is not None:
+                mask_array[i] = masks(str(uid), 0 if pd.isna(k) else int(k))
         array.flush()
         if split == "train":
             meta["mean"], meta["std"] = _stats(array)
         del array
         tmp.replace(folder / name)
         meta["splits"][split] = {"file": name, "count": len(part)}
+        if mask_array is not None:
+            mask_array.flush()
+            del mask_array
+            mask_tmp.replace(folder / mask_name)
+            meta["splits"][split]["mask_file"] = mask_name
         slices = part["slice"] if "slice" in part else pd.Series([None] * len(part))
         for i, (uid, name_, rel, k) in enumerate(
             zip(part["uid"], part["class"], part["path"], slices, strict=True)
@@ -97,7 +121,7 @@ def write_packed(
                     "slice": None if pd.isna(k) else int(k),
                     "class": name_,
                     "label": names.index(str(name_)),
-                    "path": rel,
+                    "path": None if Path(str(rel)).is_absolute() else rel,
                 }
             )
     index = pd.DataFrame(rows, columns=["split", "index", "uid", "slice", "class", "label", "path"])
@@ -134,6 +158,8 @@ class PackedSplit:
     classes: list[str]
     mean: float
     std: float
+    masks: np.ndarray | None = None
+    """Segmentation datasets: the label map of each row (same shape as ``images``)."""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -167,6 +193,7 @@ def open_split(folder: Path | str, split: str = "train", size: int | None = None
     path = folder / str(info["file"])
     count = int(info["count"])
     images = _map(path, count, built)
+    masks = _map(folder / str(info["mask_file"]), count, built) if "mask_file" in info else None
     try:
         index = pd.read_parquet(folder / INDEX)
     except (OSError, ValueError) as exc:
@@ -188,6 +215,7 @@ def open_split(folder: Path | str, split: str = "train", size: int | None = None
         classes=[str(c) for c in meta["classes"]],
         mean=float(meta.get("mean", 0.5)),
         std=float(meta.get("std", 0.25)),
+        masks=masks,
     )
 
 

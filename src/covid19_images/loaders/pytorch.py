@@ -100,19 +100,33 @@ class CovidImageDataset(Dataset[tuple[torch.Tensor, int]]):
         self, index: int | Sequence[int] | EpochBatch
     ) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, torch.Tensor]:
         """One sample ``(C x H x W, label)``, or for a list of indices a whole batch
-        ``(B x C x H x W, labels)`` (what :meth:`loader` asks for, with its pass number)."""
+        ``(B x C x H x W, labels)`` (what :meth:`loader` asks for, with its pass number).
+
+        For a segmentation dataset the target is the label map instead: int64 ``H x W`` (a
+        sample) or ``B x H x W`` (a batch), moved with the image by augmentation.
+        """
         if isinstance(index, (int, np.integer)):
-            return self.__getitems__([int(index)])[0]
+            image, target = self.__getitems__([int(index)])[0]
+            return image, target
         epoch = index.epoch if isinstance(index, EpochBatch) else self.epoch
         indices = index.indices if isinstance(index, EpochBatch) else index
         order = self._order(indices)
-        return self._batch(order, epoch), torch.from_numpy(self.labels[order])
+        images, masks = self._batch(order, epoch)
+        return images, masks if masks is not None else torch.from_numpy(self.labels[order])
 
-    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
         """Samples for ``DataLoader``'s batched fetching: one read out of the mapped array."""
         order = self._order(indices)
-        batch = self._batch(order, self.epoch)
-        return list(zip(batch.unbind(0), self.labels[order].tolist(), strict=True))
+        images, masks = self._batch(order, self.epoch)
+        targets: list[Any] = (
+            list(masks.unbind(0)) if masks is not None else self.labels[order].tolist()
+        )
+        return list(zip(images.unbind(0), targets, strict=True))
+
+    @property
+    def segmentation(self) -> bool:
+        """True when samples are (image, label map) pairs."""
+        return self._split().masks is not None
 
     def loader(
         self,
@@ -143,20 +157,26 @@ class CovidImageDataset(Dataset[tuple[torch.Tensor, int]]):
             raise IndexError(f"index out of range for a split of {len(self)} samples")
         return order % max(len(self), 1)
 
-    def _batch(self, order: np.ndarray, epoch: int) -> torch.Tensor:
-        pixels = np.take(self._split().images, order, axis=0)
-        batch = torch.from_numpy(pixels).unsqueeze(1).float()
+    def _batch(self, order: np.ndarray, epoch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        split = self._split()
+        batch = torch.from_numpy(np.take(split.images, order, axis=0)).unsqueeze(1).float()
+        masks = None
+        if split.masks is not None:
+            masks = torch.from_numpy(np.take(split.masks, order, axis=0)).unsqueeze(1)
         if not self.preset.identity:
-            batch = self._augment(batch.div_(255.0), order, epoch).mul_(255.0)
+            batch, masks = self._augment(batch.div_(255.0), masks, order, epoch)
+            batch = batch.mul_(255.0)
         if self.normalize:
             batch = batch.sub_(self.mean * 255.0).mul_(1.0 / (255.0 * self.std))
         else:
             batch = batch.mul_(1.0 / 255.0)
         if self.channels == 3:
             batch = batch.expand(-1, 3, -1, -1)
-        return batch
+        return batch, masks.squeeze(1).long() if masks is not None else None
 
-    def _augment(self, batch: torch.Tensor, order: np.ndarray, epoch: int) -> torch.Tensor:
+    def _augment(
+        self, batch: torch.Tensor, masks: torch.Tensor | None, order: np.ndarray, epoch: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         draws = [draw(self.preset, rng_for(self.seed, epoch, int(i))) for i in order]
         thetas = torch.from_numpy(np.stack([theta(d) for d in draws])).float()
         grid = F.affine_grid(thetas, list(batch.shape), align_corners=False)
@@ -164,7 +184,13 @@ class CovidImageDataset(Dataset[tuple[torch.Tensor, int]]):
         mean = out.mean(dim=(1, 2, 3), keepdim=True)
         contrast = torch.tensor([d.contrast for d in draws]).view(-1, 1, 1, 1)
         brightness = torch.tensor([d.brightness for d in draws]).view(-1, 1, 1, 1)
-        return ((out - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
+        out = ((out - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
+        if masks is not None:  # the same geometry, nearest label: no value is invented
+            moved = F.grid_sample(
+                masks.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False
+            )
+            masks = moved.round().to(torch.uint8)
+        return out, masks
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ def _read_nifti_slice(path: Path, index: int | None, hu: bool | None) -> Volume:
     return Volume.from_nifti(one, hu=hu)
 
 
-def _display(volume: Volume) -> np.ndarray:
+def display_array(volume: Volume) -> np.ndarray:
     """The volume as (z, y, x) with z inferior→superior, y anterior→posterior, x right→left."""
     img = volume.to_nifti()
     data = np.asanyarray(img.dataobj)
@@ -164,16 +164,23 @@ def _to_uint8(volume: Volume, array: np.ndarray, window_name: str) -> np.ndarray
     return out
 
 
-def _square(pixels: np.ndarray, size: int) -> np.ndarray:
+def square(pixels: np.ndarray, size: int, *, labels: bool = False) -> np.ndarray:
+    """A uint8 slice centre-cropped to a square and resized to ``size``; ``labels=True``
+    resizes a label map by nearest neighbour, so no value is invented."""
     h, w = pixels.shape
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     img = Image.fromarray(pixels[top : top + side, left : left + side])
     if side != size:
-        img = img.resize(
-            (size, size), Image.Resampling.LANCZOS if side > size else Image.Resampling.BICUBIC
-        )
-    return np.asarray(img)
+        if labels:
+            resample = Image.Resampling.NEAREST
+        elif side > size:
+            resample = Image.Resampling.LANCZOS
+        else:
+            resample = Image.Resampling.BICUBIC
+        img = img.resize((size, size), resample)
+    out: np.ndarray = np.asarray(img)
+    return out
 
 
 def _process_volume(task: _VolumeTask) -> dict[str, Any]:
@@ -239,11 +246,11 @@ def _process_volume(task: _VolumeTask) -> dict[str, Any]:
         if mask is not None:
             write_nifti(mask, tmp / "mask.nii.gz")
             meta["mask_labels"] = sorted(int(v) for v in np.unique(mask.array))
-        display = _to_uint8(volume, _display(volume), task.params.window)
+        display = _to_uint8(volume, display_array(volume), task.params.window)
         out = tmp / "slices" / str(task.params.size)
         out.mkdir(parents=True)
         for k, plane in enumerate(display):
-            (out / f"{k:04d}.png").write_bytes(encode_png(_square(plane, task.params.size)))
+            (out / f"{k:04d}.png").write_bytes(encode_png(square(plane, task.params.size)))
         meta["slices"] = int(display.shape[0])
         (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
         folder.parent.mkdir(parents=True, exist_ok=True)
