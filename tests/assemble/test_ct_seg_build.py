@@ -129,7 +129,7 @@ def test_nnunet_folder_is_complete(seg: BuildResult) -> None:
 def test_nnunet_accepts_the_dataset(seg: BuildResult) -> None:
     verify = pytest.importorskip(
         "nnunetv2.experiment_planning.verify_dataset_integrity",
-        reason="nnunetv2 is not installed (pip install '.[nnunet]'): nnU-Net's own check is not run",
+        reason="nnunetv2 is not installed (pip install '.[nnunet]'): nnU-Net's check not run",
     )
     verify.verify_dataset_integrity(
         str(seg.path / "nnunet" / "Dataset501_COVID19Lesion"), num_processes=1
