@@ -42,8 +42,8 @@ def export(folder: Path | str, fmt: str, out: Path | str | None = None) -> Path:
     ``out`` defaults to ``<folder>/exports/<fmt>``.
 
     Example:
-        >>> export("datasets/xray-covid", "covidx")  # doctest: +SKIP
-        PosixPath('datasets/xray-covid/exports/covidx')
+        >>> export("datasets/xray-covid", "covidx").as_posix()  # doctest: +SKIP
+        'datasets/xray-covid/exports/covidx'
     """
     folder = Path(folder)
     if fmt not in FORMATS:

@@ -40,8 +40,8 @@ def data_root(root: Path | str | None = None) -> Path:
     """The data root: ``root`` if given, else ``$COVID19_IMAGES_HOME``, else the user cache.
 
     Example:
-        >>> data_root("/data/covid19-images")
-        PosixPath('/data/covid19-images')
+        >>> data_root("/data/covid19-images").as_posix()
+        '/data/covid19-images'
     """
     if root is not None:
         return Path(root).expanduser()
