@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", type=Path, help="a built dataset (default: build one)")
     parser.add_argument("--mirror", type=Path, default=DEFAULT_MIRROR)
-    parser.add_argument("--min-images", type=int, default=20_000)
+    parser.add_argument("--min-images", type=int, default=100_000)
     parser.add_argument("--max-seconds", type=float, default=20.0)
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
