@@ -241,6 +241,37 @@ def read_table(
     return checked_frame(frame, rel, source, log, required)
 
 
+def read_workbook(
+    path: Path,
+    rel: str,
+    source: str,
+    log: ProblemLog,
+    required: Iterable[str],
+    *,
+    sheet: str | int = 0,
+    why: str = "",
+) -> pd.DataFrame | None:
+    """One sheet of a spreadsheet as strings, checked like every metadata table
+    (:func:`checked_frame`); None, with one problem row, when it cannot be read.
+
+    ``why`` is added to the problem's detail (what the adapter does without the sheet).
+
+    Example:
+        >>> log = ProblemLog()
+        >>> read_workbook(Path("/nonexistent.xlsx"), "meta.xlsx", "x", log, []) is None
+        True
+        >>> log.frame()["kind"].tolist()
+        ['unreadable-metadata']
+    """
+    try:
+        frame = pd.read_excel(path, sheet_name=sheet, dtype=str, keep_default_na=False)
+    except Exception as exc:  # openpyxl raises many kinds; a missing sheet is ValueError
+        detail = f"cannot read sheet {sheet!r}: {type(exc).__name__}: {exc}"
+        log.add(source, rel, None, "unreadable-metadata", "skipped", detail + why)
+        return None
+    return checked_frame(frame.astype(str), rel, source, log, required)
+
+
 def checked_frame(
     frame: pd.DataFrame, rel: str, source: str, log: ProblemLog, required: Iterable[str]
 ) -> pd.DataFrame | None:

@@ -48,7 +48,7 @@ import pandas as pd
 
 from covid19_images.problems import ProblemLog
 from covid19_images.records import Record
-from covid19_images.sources.base import Adapter, FileIndex, checked_frame
+from covid19_images.sources.base import Adapter, FileIndex, read_workbook
 from covid19_images.sources.registry import register
 
 DATASET: Final = "COVID-19_Radiography_Dataset"
@@ -205,16 +205,4 @@ def _read_sheet(path: Path, rel: str, source: str, log: ProblemLog) -> pd.DataFr
     if not path.is_file():
         log.add(source, rel, None, "unreadable-metadata", "skipped", "metadata sheet not found")
         return None
-    try:
-        frame = pd.read_excel(path, dtype=str, keep_default_na=False, engine="openpyxl")
-    except Exception as exc:  # openpyxl raises many kinds on an empty or corrupt workbook
-        log.add(
-            source,
-            rel,
-            None,
-            "unreadable-metadata",
-            "skipped",
-            f"cannot read the workbook: {type(exc).__name__}: {exc}",
-        )
-        return None
-    return checked_frame(frame.astype(str), rel, source, log, REQUIRED)
+    return read_workbook(path, rel, source, log, REQUIRED)

@@ -46,7 +46,7 @@ import pandas as pd
 
 from covid19_images.problems import ProblemLog
 from covid19_images.records import Record, scoped_patient
-from covid19_images.sources.base import Adapter, FileIndex, checked_frame, read_table
+from covid19_images.sources.base import Adapter, FileIndex, read_table, read_workbook
 from covid19_images.sources.registry import register
 
 REGISTRIES: Final = ("dataset_registry.csv", "dataset_registry.xlsx", "dataset_registry.xls")
@@ -208,16 +208,4 @@ def _mask_note(mask_rel: str, mask: str | None) -> str:
 
 def _read_sheet(path: Path, rel: str, source: str, log: ProblemLog) -> pd.DataFrame | None:
     """The registry spreadsheet as strings with a 1-based ``_row``; None (logged) when unusable."""
-    try:
-        frame = pd.read_excel(path, dtype=str, keep_default_na=False)
-    except Exception as exc:  # openpyxl/xlrd raise many kinds; a missing xlrd is ImportError
-        log.add(
-            source,
-            rel,
-            None,
-            "unreadable-metadata",
-            "skipped",
-            f"cannot read the workbook: {type(exc).__name__}: {exc}",
-        )
-        return None
-    return checked_frame(frame.astype(str), rel, source, log, REQUIRED)
+    return read_workbook(path, rel, source, log, REQUIRED)

@@ -68,17 +68,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import pandas as pd
-
 from covid19_images.problems import ProblemLog
 from covid19_images.records import Record, scoped_patient
 from covid19_images.sources.base import (
     Adapter,
     FileIndex,
-    checked_frame,
     parse_age,
     parse_sex,
     read_text,
+    read_workbook,
 )
 from covid19_images.sources.registry import register
 
@@ -304,20 +302,15 @@ class UcsdCovidCt(Adapter):
                 "meta sheet not found; COVID patients are grouped by paper",
             )
             return {}
-        try:
-            frame = pd.read_excel(path, sheet_name=SHEET, dtype=str, keep_default_na=False)
-        except Exception as exc:  # openpyxl raises many kinds; a missing sheet is ValueError
-            log.add(
-                self.source,
-                META,
-                None,
-                "unreadable-metadata",
-                "skipped",
-                f"cannot read sheet {SHEET!r}: {type(exc).__name__}: {exc}; "
-                "COVID patients are grouped by paper",
-            )
-            return {}
-        table = checked_frame(frame.astype(str), META, self.source, log, META_REQUIRED)
+        table = read_workbook(
+            path,
+            META,
+            self.source,
+            log,
+            META_REQUIRED,
+            sheet=SHEET,
+            why="; COVID patients are grouped by paper",
+        )
         if table is None:
             return {}
         meta: dict[str, _Meta] = {}
