@@ -38,7 +38,6 @@ import argparse
 import cProfile
 import hashlib
 import json
-import math
 import os
 import platform
 import pstats
@@ -56,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import PIL
+from _memory import peak_rss_kib, peak_source  # benchmarks/, run as scripts
 from PIL import Image
 
 from covid19_images.process.dicom import write_secondary_capture
@@ -369,7 +369,7 @@ def memory_child(mirror: Path, count: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
         # Imports and lazy initialisation, not an image's pixels, make the baseline.
         _process_one(_tasks([smallest], 1, Path(tmp) / "warm", params)[0])
-        base_kib = _peak_rss_kib()
+        base_kib = peak_rss_kib()
         tracemalloc.start()
         chunk = len(files)
         for start in range(0, count, chunk):  # a repeated file goes to a fresh cache
@@ -379,10 +379,10 @@ def memory_child(mirror: Path, count: int) -> dict[str, Any]:
                 assert not result.get("error_kind"), result
         current, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        peak_kib = _peak_rss_kib()
+        peak_kib = peak_rss_kib()
     return {
         "images": count,
-        "peak_rss_from": "ru_maxrss" if math.isnan(_vmhwm_kib()) else "VmHWM",
+        "peak_rss_from": peak_source(),
         "peak_rss_before_mib": base_kib / 1024,
         "peak_rss_mib": peak_kib / 1024,
         "peak_rss_growth_mib": (peak_kib - base_kib) / 1024,
@@ -390,28 +390,6 @@ def memory_child(mirror: Path, count: int) -> dict[str, Any]:
         "tracemalloc_peak_mib": peak / 2**20,
         "tracemalloc_end_mib": current / 2**20,
     }
-
-
-def _vmhwm_kib() -> float:
-    """This process's own peak resident size (Linux; not inherited across exec), or NaN."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return float("nan")
-    line = next((s for s in status.splitlines() if s.startswith("VmHWM:")), None)
-    return float(line.split()[1]) if line else float("nan")
-
-
-def _peak_rss_kib() -> float:
-    """Peak resident size: VmHWM where Linux gives it, else ``ru_maxrss``.
-
-    ``ru_maxrss`` of a process started by another one begins at the parent's peak (Linux keeps
-    it across fork and exec), which hides everything below it; VmHWM is this process's own.
-    """
-    hwm = _vmhwm_kib()
-    if math.isnan(hwm):
-        return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-    return hwm
 
 
 def memory(mirror: Path, n: int) -> dict[str, Any]:

@@ -30,11 +30,9 @@ import argparse
 import cProfile
 import importlib.util
 import json
-import math
 import os
 import platform
 import pstats
-import resource
 import subprocess
 import sys
 import time
@@ -43,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _memory import peak_rss_kib, peak_source  # benchmarks/, run as scripts
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MIRROR = REPO.parent / "shared" / "sources"
@@ -135,33 +134,15 @@ def timings(folder: Path, repeats: int, profile: bool) -> dict[str, Any]:
 # --- memory -------------------------------------------------------------------------------------
 
 
-def _vmhwm_kib() -> float:
-    """This process's own peak resident size (Linux; not inherited across exec), or NaN."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return float("nan")
-    line = next((s for s in status.splitlines() if s.startswith("VmHWM:")), None)
-    return float(line.split()[1]) if line else float("nan")
-
-
-def _peak_rss_kib() -> float:
-    """Peak resident size: VmHWM where Linux gives it, else ``ru_maxrss``."""
-    hwm = _vmhwm_kib()
-    if math.isnan(hwm):
-        return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-    return hwm
-
-
 def memory_child(folder: Path, name: str) -> dict[str, Any]:
     """In a fresh interpreter: peak memory of one read of the series by reader ``name``."""
     fn = reader(name)  # the imports
-    base_kib = _peak_rss_kib()
+    base_kib = peak_rss_kib()
     array = fn(folder)
-    peak_kib = _peak_rss_kib()
+    peak_kib = peak_rss_kib()
     return {
         "reader": name,
-        "peak_rss_from": "ru_maxrss" if math.isnan(_vmhwm_kib()) else "VmHWM",
+        "peak_rss_from": peak_source(),
         "baseline_mib": base_kib / 1024,
         "peak_mib": peak_kib / 1024,
         "growth_mib": (peak_kib - base_kib) / 1024,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _memory import status_kib  # benchmarks/, run as scripts
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MIRROR = REPO.parent / "shared" / "sources"
@@ -45,13 +47,9 @@ LOADERS = ("ours", "ours_collate", "imagefolder", "txv", "tf", "floor")
 
 
 def _status(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return float(line.split()[1]) / 1024  # kB -> MiB
-    except OSError:
-        return None
-    return None
+    """A ``/proc/self/status`` field in MiB, or None where there is none."""
+    kib = status_kib(field)
+    return None if math.isnan(kib) else kib / 1024
 
 
 def _measure(loader: Any, min_images: int, max_seconds: float) -> dict[str, Any]:
