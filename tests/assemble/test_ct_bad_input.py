@@ -24,7 +24,7 @@ from pydicom.uid import (
 from covid19_images.assemble.build import BuildResult, build
 from covid19_images.audit import audit_dataset
 from covid19_images.process.executor import LocalExecutor
-from tests.process.ct.test_dicom_series import make_ct, series
+from tests.ct_dicom import make_ct, series
 
 SUBJECTS = {
     "P001": "COVID-19",

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from covid19_images.problems import ProblemLog
 from covid19_images.records import make_uid
 from covid19_images.sources import get_adapter, ingest
+from tests.ct_dicom import make_ct
 
 FOLDER = "covid-ct-md"
 P001 = "Sample data/COVID-19 subjects/P001"
@@ -103,34 +103,17 @@ def test_file_names_do_not_follow_the_slice_order(shared_sources: Path) -> None:
 
 
 def _dicom(path: Path, series: str, z: float, *, age: str = "045Y", sex: str = "F") -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = series
-    ds.SeriesNumber = 2
-    ds.InstanceNumber = int(100 - z)
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.PatientAge, ds.PatientSex = age, sex
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.ImagePositionPatient = [0, 0, z]
-    ds.SliceLocation = z
-    ds.PixelSpacing = [0.7, 0.7]
-    ds.SliceThickness = 2
-    ds.Rows = ds.Columns = 4
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-    ds.PixelData = np.zeros((4, 4), np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    make_ct(
+        path,
+        series_uid=series,
+        z=z,
+        size=(4, 4),
+        series_number=2,
+        PatientAge=age,
+        PatientSex=sex,
+        InstanceNumber=int(100 - z),
+        SliceLocation=z,
+    )
 
 
 def _subject(folder: Path, slices: int, **header: str) -> None:
