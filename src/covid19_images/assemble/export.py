@@ -3,7 +3,11 @@
 - ``imagefolder``: ``<split>/<class>/<file>.png`` (torchvision ``ImageFolder``, Keras
   ``image_dataset_from_directory``);
 - ``covidx``: ``<split>/<file>.png`` and ``<split>.txt`` with lines ``patient_id filename
-  label source``, COVID-Net's label files (labels ``COVID-19``, ``pneumonia``, ``normal``);
+  label source``, COVID-Net's label files: the three-class task (COVIDx V9A labels
+  ``COVID-19``, ``pneumonia``, ``normal``) or, with ``covidx_task="binary"``, COVID-Net's
+  default binary task (COVIDx V9B labels ``positive`` for ``covid19``, ``negative`` for every
+  other class). An image without an upstream patient id gets its uid as patient id, so each
+  such image is its own patient;
 - ``monai``: the images as ``imagefolder`` plus ``datalist.json`` (``training``,
   ``validation``, ``test``; paths relative to it);
 - ``hf``: ``DatasetDict.save_to_disk`` (``datasets.load_from_disk`` reads it back);
@@ -16,9 +20,12 @@ elsewhere); the target is written under a temporary name and renamed when comple
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal, get_args
 
 import pandas as pd
 
@@ -28,6 +35,11 @@ from covid19_images.loaders.packed import INDEX, read_meta
 
 FORMATS: Final = ("imagefolder", "covidx", "monai", "hf", "nnunet")
 COVIDX_LABELS: Final = {"covid19": "COVID-19", "pneumonia": "pneumonia", "normal": "normal"}
+"""COVIDx V9A (three-class task) label of each of our classes."""
+CovidxTask = Literal["3class", "binary"]
+COVIDX_TASKS: Final[tuple[str, ...]] = get_args(CovidxTask)
+COVIDX_BINARY: Final = ("positive", "negative")
+"""COVIDx V9B (binary task) labels: ``covid19``, and every other class."""
 
 
 class ExportError(Covid19ImagesError):
@@ -36,26 +48,48 @@ class ExportError(Covid19ImagesError):
     exit_code = 2
 
 
-def export(folder: Path | str, fmt: str, out: Path | str | None = None) -> Path:
+def export(
+    folder: Path | str,
+    fmt: str,
+    out: Path | str | None = None,
+    *,
+    covidx_task: CovidxTask | None = None,
+) -> Path:
     """Write the dataset in ``folder`` in format ``fmt``; returns the folder written.
 
-    ``out`` defaults to ``<folder>/exports/<fmt>``.
+    ``out`` defaults to ``<folder>/exports/<fmt>`` (``<folder>/exports/covidx-binary`` for
+    the binary COVIDx task). ``covidx_task`` (``covidx`` only): ``"3class"`` (the default,
+    COVIDx V9A labels) or ``"binary"`` (COVIDx V9B: ``positive``/``negative``).
 
     Example:
         >>> export("datasets/xray-covid", "covidx").as_posix()  # doctest: +SKIP
         'datasets/xray-covid/exports/covidx'
+        >>> export("datasets/xray-binary", "covidx", covidx_task="binary").as_posix()
+        ... # doctest: +SKIP
+        'datasets/xray-binary/exports/covidx-binary'
     """
     folder = Path(folder)
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
-    target = Path(out) if out is not None else folder / "exports" / fmt
+    if covidx_task is not None and fmt != "covidx":
+        raise ExportError(
+            f"the COVIDx task ({covidx_task!r}) applies to --format covidx only, not {fmt!r}"
+        )
+    task = covidx_task or "3class"
+    if task not in COVIDX_TASKS:
+        raise ExportError(f"unknown COVIDx task {task!r}; tasks: {', '.join(COVIDX_TASKS)}")
+    default = "covidx-binary" if fmt == "covidx" and task == "binary" else fmt
+    target = Path(out) if out is not None else folder / "exports" / default
     if target.exists() and any(target.iterdir()):
         raise ExportError(f"{target} exists and is not empty: remove it or pass another --out")
+    writer: Callable[[Path, Path], None] = (
+        partial(_covidx, task=task) if fmt == "covidx" else _WRITERS[fmt]
+    )
     tmp = target.parent / f".{target.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
-        _WRITERS[fmt](folder, tmp)
+        writer(folder, tmp)
         if target.exists():
             target.rmdir()
         tmp.rename(target)
@@ -63,6 +97,18 @@ def export(folder: Path | str, fmt: str, out: Path | str | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _missing(value: object) -> bool:
+    """``None``, NaN/NA or a blank string: no value (NaN is truthy, so ``or`` does not do)."""
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or bool(pd.isna(value))  # type: ignore[call-overload]
+
+
+def _token(value: object) -> str:
+    """``value`` as one whitespace-free field (COVID-Net splits its lines on whitespace)."""
+    return re.sub(r"\s+", "_", str(value).strip())
 
 
 def _samples(folder: Path) -> pd.DataFrame:
@@ -80,21 +126,35 @@ def _imagefolder(folder: Path, tmp: Path) -> None:
     tmp.mkdir(parents=True, exist_ok=True)
 
 
-def _covidx(folder: Path, tmp: Path) -> None:
+def _covidx(folder: Path, tmp: Path, task: str = "3class") -> None:
     samples = _samples(folder)
-    unknown = sorted(set(samples["class"]) - set(COVIDX_LABELS))
-    if unknown:
-        raise ExportError(
-            f"COVIDx labels are COVID-19, pneumonia and normal; this dataset has {unknown}"
-        )
+    if task == "binary":
+        classes = [str(c) for c in read_meta(folder)["classes"]]
+        if "covid19" not in classes:
+            raise ExportError(
+                "binary COVIDx labels are positive (covid19) and negative (every other class); "
+                f"this dataset has no covid19 class: {classes}"
+            )
+        labels = {c: COVIDX_BINARY[0] if c == "covid19" else COVIDX_BINARY[1] for c in classes}
+    else:
+        unknown = sorted(set(samples["class"]) - set(COVIDX_LABELS))
+        if unknown:
+            raise ExportError(
+                f"COVIDx labels are COVID-19, pneumonia and normal; this dataset has {unknown} "
+                "(--covidx-task binary writes positive/negative for any classes with covid19)"
+            )
+        labels = dict(COVIDX_LABELS)
     tmp.mkdir(parents=True, exist_ok=True)
     for split, rows in samples.groupby("split", sort=False):
         lines = []
         for row in rows.sort_values("index").to_dict("records"):
             name = Path(str(row["path"])).name
             link(folder / str(row["path"]), tmp / str(split) / name)
-            patient = str(row["patient_id"] or row["uid"]).replace(" ", "_")
-            lines.append(f"{patient} {name} {COVIDX_LABELS[str(row['class'])]} {row['source']}")
+            patient = row["uid"] if _missing(row["patient_id"]) else row["patient_id"]
+            if _missing(row["source"]):
+                raise ExportError(f"{row['uid']} has no source in {folder / 'manifest.parquet'}")
+            fields = (patient, name, labels[str(row["class"])], row["source"])
+            lines.append(" ".join(_token(f) for f in fields))
         (tmp / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -138,6 +198,12 @@ def _nnunet(folder: Path, tmp: Path) -> None:
             f"{folder} has no image/label pairs: nnU-Net needs a segmentation dataset "
             "(covid19-images build ct-lesion-seg)"
         )
+    unlabelled = manifest.loc[manifest["mask_path"].map(_missing), "uid"]
+    if len(unlabelled):
+        raise ExportError(
+            f"{len(unlabelled)} images of {folder} have no label map (e.g. {unlabelled.iloc[0]}): "
+            "nnU-Net needs an image/label pair for every case"
+        )
     lock = json.loads((folder / "lock.json").read_text(encoding="utf-8"))
     recipe = lock["recipe"]
     from covid19_images.process.ct.masks import LABELS
@@ -145,11 +211,11 @@ def _nnunet(folder: Path, tmp: Path) -> None:
     labels = (
         {"background": 0, "lesion": 1} if recipe.get("mask_labels") == "lesion" else dict(LABELS)
     )
-    name = recipe.get("nnunet_dataset") or "Dataset501_COVID19Lesion"
-    write_nnunet(folder, manifest, tmp / name, labels, str(recipe.get("description", "")))
+    name = str(recipe.get("nnunet_dataset") or "Dataset501_COVID19Lesion")
+    write_nnunet(folder, manifest, tmp / name, labels, str(recipe.get("description") or ""))
 
 
-_WRITERS = {
+_WRITERS: dict[str, Callable[[Path, Path], None]] = {
     "imagefolder": _imagefolder,
     "covidx": _covidx,
     "monai": _monai,

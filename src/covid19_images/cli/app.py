@@ -376,14 +376,27 @@ def export_command(
     ],
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out", help="Target folder (default: DATASET/exports/FORMAT)."),
+        typer.Option(
+            "--out",
+            help="Target folder (default: DATASET/exports/FORMAT; covidx-binary for "
+            "--covidx-task binary).",
+        ),
+    ] = None,
+    covidx_task: Annotated[
+        Literal["3class", "binary"] | None,
+        typer.Option(
+            "--covidx-task",
+            help="covidx only: 3class (COVIDx V9A labels COVID-19/pneumonia/normal, the "
+            "default) or binary (V9B: positive for covid19, negative for every other class).",
+        ),
     ] = None,
 ) -> None:
     """Write a built dataset in another tool's layout (images are hard links, not copies)."""
     from covid19_images.assemble.export import export
 
-    target = export(dataset, fmt, out_dir)
-    out.print(f"[green]{target}[/] ({fmt})", highlight=False)
+    target = export(dataset, fmt, out_dir, covidx_task=covidx_task)
+    shown = f"{fmt} {covidx_task}" if covidx_task else fmt
+    out.print(f"[green]{target}[/] ({shown})", highlight=False)
     out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)
 
 
