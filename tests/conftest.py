@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.server
+import io
 import re
+import socket
+import tarfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +22,41 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # A run that collects no test (pytest's exit 5) is not a failure of the project.
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         session.exitstatus = pytest.ExitCode.OK
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _builds_do_not_download() -> Iterator[None]:
+    """No build in a test downloads unless the test asks for it (``fetch=True``, ``--fetch``).
+
+    A recipe's ``auto`` sources absent from a test's mirror would otherwise be fetched from the
+    internet; tests talk only to servers they start on 127.0.0.1.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COVID19_IMAGES_FETCH", "0")
+        yield
+
+
+def sha256_checksum(data: bytes) -> str:
+    """A catalog checksum (``sha256:<hex>``) of ``data``."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def targz(members: dict[str, bytes], top: str | None = "repo-0123abcd") -> bytes:
+    """A .tar.gz of ``members`` under one top-level folder, as GitHub serves a repository."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(f"{top}/{name}" if top else name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on: a connection to it is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,21 @@ class FetchError(Covid19ImagesError):
     """A download, checksum or extraction failed; nothing was marked complete."""
 
 
+class HostUnreachableError(FetchError):
+    """No connection to a download server could be made (offline, name not resolved, refused).
+
+    Not retried: another attempt seconds later would fail the same way.
+
+    Example:
+        >>> HostUnreachableError("github.com", "could not download ...").host
+        'github.com'
+    """
+
+    def __init__(self, host: str, message: str) -> None:
+        self.host = host
+        super().__init__(message)
+
+
 class UnsafeArchiveError(FetchError):
     """An archive member would land outside the target folder, or is a link or device."""
 

@@ -49,6 +49,7 @@ KINDS: Final[dict[str, str]] = {
     "mixed-series": "images of different size or orientation in one DICOM series",
     "no-pixel-data": "a DICOM file without pixel data (e.g. a DICOMDIR)",
     "unsupported-transfer-syntax": "compressed DICOM pixels with no decoder installed",
+    "fetch-failed": "an auto source whose download failed (e.g. offline); built without it",
 }
 
 

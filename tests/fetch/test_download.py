@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
 
-from covid19_images.errors import FetchError
+from covid19_images.errors import FetchError, HostUnreachableError
 from covid19_images.fetch.download import ResumableDownloader, download_file
-from tests.conftest import LocalServer
-
-
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+from tests.conftest import LocalServer, closed_port
+from tests.conftest import sha256_checksum as _sha
 
 
 def _payload(size: int = 300_000) -> bytes:
@@ -130,3 +128,21 @@ def test_missing_file_is_a_clear_error(http_server: LocalServer, tmp_path: Path)
 def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FetchError, match="could not download"):
         download_file("http://127.0.0.1:9/x", "x", tmp_path, None, retries=0, timeout=2)
+
+
+def test_unreachable_server_fails_at_once_without_retries(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/x.tar.gz"
+    start = time.monotonic()
+
+    with pytest.raises(HostUnreachableError, match="offline") as info:
+        download_file(url, "x.tar.gz", tmp_path, None, retries=3, timeout=2)
+
+    # Retrying would sleep 1 + 2 + 3 s between attempts and fail the same way each time.
+    assert time.monotonic() - start < 1.0
+    assert info.value.host == "127.0.0.1"
+
+
+def test_missing_file_is_asked_for_once(http_server: LocalServer, tmp_path: Path) -> None:
+    with pytest.raises(FetchError, match="404"):
+        download_file(f"{http_server.base_url}/nope", "nope", tmp_path, None, retries=3)
+    assert len(http_server.requests) == 1

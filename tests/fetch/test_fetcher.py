@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import tarfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,16 +21,8 @@ from covid19_images.errors import (
 from covid19_images.fetch import fetch_source, locate
 from covid19_images.fetch.store import RECEIPT, raw_dir
 from tests.conftest import LocalServer
-
-
-def _targz(members: dict[str, bytes], top: str | None = "repo-0123abcd") -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(f"{top}/{name}" if top else name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+from tests.conftest import sha256_checksum as _sha
+from tests.conftest import targz as _targz
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
@@ -67,10 +58,6 @@ def _entry(url: str, checksum: str | None, **download: Any) -> SourceEntry:
             "layout": {"required": ["metadata.csv", "images/", "images/*.png"]},
         }
     )
-
-
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def test_auto_source_is_downloaded_verified_and_marked_complete(

@@ -1,8 +1,9 @@
 """``build RECIPE``: from raw sources to a ready-to-train folder, audited.
 
-Stages, in order: ingest every source of the recipe that is present → filter by the recipe
-(modality, view, age, class) → process (decode once, hashes, copies; cached) → deduplicate across
-sources → split by patient and duplicate cluster → write the dataset folder → audit it.
+Stages, in order: fetch the recipe's missing ``auto`` sources (unless ``fetch=False``) → ingest
+every source of the recipe that is present → filter by the recipe (modality, view, age, class) →
+process (decode once, hashes, copies; cached) → deduplicate across sources → split by patient and
+duplicate cluster → write the dataset folder → audit it.
 
 The folder ``<out>/<recipe>/`` holds ``train/ val/ test/`` with one folder per class (image files,
 ImageFolder-ready), ``manifest.parquet``, ``problems.csv``, ``duplicates.csv``, ``datasheet.md``,
@@ -17,7 +18,7 @@ import hmac
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ from covid19_images.dedup.clusters import DedupResult, deduplicate
 from covid19_images.deid import SaltError, salt
 from covid19_images.errors import Covid19ImagesError
 from covid19_images.fetch import Located, data_root, locate
+from covid19_images.fetch.ensure import FetchEvent, SourcesReport, ensure_sources
+from covid19_images.fetch.fetcher import FileProgress
 from covid19_images.loaders.packed import PACKED_VERSION, write_packed
 from covid19_images.problems import ProblemLog
 from covid19_images.process.dicom import write_secondary_capture
@@ -72,6 +75,8 @@ class BuildResult:
     dedup: DedupResult | None = None
     up_to_date: bool = False
     """True when the folder was already built from the same inputs and nothing was redone."""
+    fetch: SourcesReport | None = None
+    """Sources downloaded for this build, downloads that failed, sources left to a person."""
 
 
 @dataclass
@@ -106,8 +111,16 @@ def build(
     progress: bool = True,
     dicom: bool = True,
     force: bool = False,
+    fetch: bool | None = None,
+    fetch_progress: FileProgress | None = None,
+    on_fetch: Callable[[FetchEvent], None] | None = None,
 ) -> BuildResult:
-    """Build a dataset folder from a recipe and the sources present.
+    """Build a dataset folder from a recipe, downloading its missing ``auto`` sources first.
+
+    Every ``auto`` source of the recipe that is not present (mirror, registered folder, earlier
+    fetch) is fetched as ``covid19-images fetch`` does: pinned and verified. A download that
+    fails (e.g. offline) is a ``fetch-failed`` problem row and the build goes on with the other
+    sources; ``result.fetch`` also lists the missing manual sources and where to get them.
 
     Args:
         recipe: A recipe, a packaged recipe name (``xray-covid``) or a recipe TOML path.
@@ -123,10 +136,21 @@ def build(
         progress: Show progress bars.
         dicom: Write a de-identified DICOM per kept image into the processed layer.
         force: Build even when the folder is up to date with the same inputs.
+        fetch: Download missing ``auto`` sources (default: yes, unless
+            ``$COVID19_IMAGES_FETCH`` is ``0``). False makes no request at all.
+        fetch_progress: Per-file download progress callback.
+        on_fetch: Called when a source's download starts, ends, fails or is skipped.
+
+    Raises:
+        BuildError: Nothing is present (the message says which downloads failed and how to get
+            the sources by hand), nothing passes the recipe, or a lock does not match.
 
     Example:
         >>> result = build("xray-covid", out="out", mirror="../shared/sources")  # doctest: +SKIP
         >>> result.manifest.groupby(["split", "class"]).size()  # doctest: +SKIP
+        >>> offline = build("xray-covid", out="out", fetch=False)  # doctest: +SKIP
+        >>> sorted(build("xray-covid", out="out").fetch.fetched)  # doctest: +SKIP
+        ['actualmed', 'covid19-detection-xray-dataset', 'figure1', 'ieee8023']
     """
     locked: dict[str, Any] | None = None
     if lock is not None:
@@ -140,17 +164,29 @@ def build(
     base = data_root(root)
     final = Path(out) / recipe.name
     ids = _source_ids(recipe, sources)
+    fetched = ensure_sources(
+        ids,
+        root=base,
+        mirror=mirror,
+        fetch=fetch,
+        task=recipe.task,
+        progress=fetch_progress,
+        on_event=on_fetch,
+    )  # before the fingerprint: a source fetched now is one of the inputs
     state = _inputs_fingerprint(recipe, seed, size, dicom, ids, base, mirror)
     if not force and _up_to_date(final, state):
-        return _existing(final, ids, base, mirror)
+        return _reported(_existing(final, ids, base, mirror), fetched)
     executor = executor or LocalExecutor(workers, progress=progress)
     log = ProblemLog()
+    fetched.log_problems(log)
 
     records, used, missing = _ingest(ids, base, mirror, log)
     if not records:
+        advice = fetched.advice()
         raise BuildError(
             f"no images for recipe {recipe.name}: none of its sources is present "
-            f"(looked for {', '.join(missing) or 'nothing'}); fetch some or pass --mirror"
+            f"(looked for {', '.join(missing) or 'nothing'})"
+            + (f"\n{advice}" if advice else "; fetch some or pass --mirror")
         )
     membership = _membership(recipe, base, mirror, log)
     classes = _select(recipe, records, membership, log)
@@ -160,12 +196,8 @@ def build(
     if "CT" in recipe.modality:
         from covid19_images.assemble.ct import assemble_ct
 
-        return assemble_ct(
-            recipe,
-            selected,
-            classes,
-            CtBuild(base, final, used, missing, size, seed, executor, log, dicom, state, locked),
-        )
+        job = CtBuild(base, final, used, missing, size, seed, executor, log, dicom, state, locked)
+        return _reported(assemble_ct(recipe, selected, classes, job), fetched)
     params = Params(sizes=tuple(sorted({224, 512, size})))
     cache = base / "processed" / "xray"
     roots = {source: located.path for source, located in used.items()}
@@ -207,7 +239,12 @@ def build(
         expected_manifest=locked.get("manifest_sha256") if locked is not None else None,
         state=state,
     )
-    return BuildResult(final, manifest, log, used, missing, dedup)
+    return _reported(BuildResult(final, manifest, log, used, missing, dedup), fetched)
+
+
+def _reported(result: BuildResult, fetched: SourcesReport) -> BuildResult:
+    result.fetch = fetched
+    return result
 
 
 def _nothing_passes(recipe: Recipe, log: ProblemLog) -> str:

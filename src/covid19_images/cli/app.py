@@ -10,7 +10,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
@@ -31,7 +31,8 @@ from covid19_images import RESEARCH_USE_NOTICE, __version__
 from covid19_images.catalog import load_catalog
 from covid19_images.cli.render import entry_json, render_catalog, render_info
 from covid19_images.errors import Covid19ImagesError
-from covid19_images.fetch import fetch_source, locate
+from covid19_images.fetch import FetchEvent, FetchResult, SourcesReport, fetch_source, locate
+from covid19_images.fetch.ensure import FETCH_ENV, manual_line
 from covid19_images.fetch.store import HOME_ENV, MIRROR_ENV, RECEIPT
 
 P = ParamSpec("P")
@@ -203,15 +204,19 @@ def fetch_command(
             failed += 1
             err.print(f"[bold red]error:[/] {exc}", highlight=False)
             continue
-        out.print(f"[green]{entry.id}[/]: {result.action} → {result.path}", highlight=False)
-        for name in result.unverified:
-            err.print(
-                f"[yellow]note:[/] upstream publishes no checksum for {name}; the sha256 of "
-                f"this download is recorded in {result.path / RECEIPT}",
-                highlight=False,
-            )
+        _print_fetched(entry.id, result)
     if failed:
         raise typer.Exit(1)
+
+
+def _print_fetched(source: str, result: FetchResult) -> None:
+    out.print(f"[green]{source}[/]: {result.action} → {result.path}", highlight=False)
+    for name in result.unverified:
+        err.print(
+            f"[yellow]note:[/] upstream publishes no checksum for {name}; the sha256 of "
+            f"this download is recorded in {result.path / RECEIPT}",
+            highlight=False,
+        )
 
 
 @app.command("build")
@@ -259,6 +264,15 @@ def build_command(
     force: Annotated[
         bool, typer.Option(help="Build even when the folder is up to date with its inputs.")
     ] = False,
+    fetch: Annotated[
+        bool,
+        typer.Option(
+            "--fetch/--no-fetch",
+            envvar=FETCH_ENV,
+            help="Download the recipe's missing auto sources first, as `fetch` does; "
+            "--no-fetch builds from what is present and makes no network request.",
+        ),
+    ] = True,
     class_: Annotated[
         list[str] | None,
         typer.Option(
@@ -266,7 +280,7 @@ def build_command(
         ),
     ] = None,
 ) -> None:
-    """Assemble a dataset: ingest, process, deduplicate, split by patient, write, audit."""
+    """Assemble a dataset: fetch, ingest, process, deduplicate, split by patient, write, audit."""
     from covid19_images.assemble.build import build
     from covid19_images.assemble.recipe import load_recipe, parse_merge, with_options
 
@@ -301,19 +315,23 @@ def build_command(
         if lock is None
         else recipe
     )
-    result = build(
-        chosen,
-        out=out_dir,
-        mirror=mirror,
-        root=root,
-        size=size,
-        seed=seed,
-        workers=workers,
-        lock=lock,
-        sources=[s.strip() for s in sources.split(",") if s.strip()] if sources else None,
-        dicom=dicom,
-        force=force,
-    )
+    with _FetchDisplay() as display:
+        result = build(
+            chosen,
+            out=out_dir,
+            mirror=mirror,
+            root=root,
+            size=size,
+            seed=seed,
+            workers=workers,
+            lock=lock,
+            sources=[s.strip() for s in sources.split(",") if s.strip()] if sources else None,
+            dicom=dicom,
+            force=force,
+            fetch=fetch,
+            fetch_progress=display.file,
+            on_fetch=display.event,
+        )
     if result.up_to_date:
         out.print(
             f"{result.path} is up to date (same inputs); --force builds it again", highlight=False
@@ -324,6 +342,8 @@ def build_command(
     out.print(f"sources: {', '.join(sorted(result.sources_used))}", highlight=False)
     if result.sources_missing:
         out.print(f"not present: {', '.join(result.sources_missing)}", highlight=False)
+    if result.fetch is not None:
+        _print_fetch_report(result.fetch)
     out.print(f"{result.problems.summary()} (see problems.csv)", highlight=False)
     audit = json.loads((result.path / "audit.json").read_text(encoding="utf-8"))
     for warning in audit["warnings"]:
@@ -409,6 +429,66 @@ def out_table(counts: Any) -> Table:
     for name, row in counts.iterrows():
         table.add_row(str(name), *(str(int(v)) for v in row))
     return table
+
+
+class _FetchDisplay:
+    """A build's downloads shown as `fetch` shows them: a bar per file, a line per source."""
+
+    def __init__(self) -> None:
+        self._stack = ExitStack()
+        self._update: Callable[[str, int, int | None], None] | None = None
+
+    def __enter__(self) -> _FetchDisplay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def file(self, name: str, done: int, total: int | None) -> None:
+        if self._update is None:  # bars start with the first bytes, not before a quick failure
+            self._update = self._stack.enter_context(_download_progress())
+        self._update(name, done, total)
+
+    def event(self, event: FetchEvent) -> None:
+        if event.kind == "start":
+            out.print(f"fetching {event.source} (not present here) ...", highlight=False)
+            return
+        self._stack.close()
+        self._update = None
+        if event.result is not None:
+            _print_fetched(event.source, event.result)
+        else:
+            first = event.message.strip().splitlines()[0] if event.message.strip() else ""
+            err.print(
+                f"[yellow]warning:[/] {event.source}: {first}; building without it",
+                highlight=False,
+            )
+
+
+def _print_fetch_report(report: SourcesReport) -> None:
+    """After a build: downloads that failed, sources left unfetched, and the manual ones."""
+    if report.failed:
+        err.print(
+            f"[yellow]warning:[/] not fetched: {', '.join(sorted(report.failed))} "
+            "(problems.csv, kind fetch-failed); offline? `covid19-images fetch SOURCE --from "
+            "FILE` takes a download made elsewhere, or pass --mirror DIR",
+            highlight=False,
+        )
+    if report.not_fetched:
+        out.print(
+            f"not fetched (--no-fetch): {', '.join(report.not_fetched)}; "
+            f"`covid19-images fetch {' '.join(report.not_fetched)}` gets them",
+            highlight=False,
+        )
+    if report.manual:
+        out.print("would add images, needs a download by hand:", highlight=False)
+        for entry in report.manual:
+            out.print(f"  {manual_line(entry)}", highlight=False)
+        out.print(
+            "  steps: covid19-images info SOURCE; then: covid19-images fetch SOURCE --from "
+            "DOWNLOAD",
+            highlight=False,
+        )
 
 
 @contextmanager

@@ -3,16 +3,20 @@ in place from a mirror."""
 
 from covid19_images.fetch.archive import extract_archive, is_archive
 from covid19_images.fetch.download import ResumableDownloader, download_file
+from covid19_images.fetch.ensure import FetchEvent, SourcesReport, ensure_sources
 from covid19_images.fetch.fetcher import FetchResult, fetch_source, manual_guidance
 from covid19_images.fetch.layout import find_layout_root, missing_paths
 from covid19_images.fetch.store import Located, data_root, locate, mirror_root, raw_dir
 
 __all__ = [
+    "FetchEvent",
     "FetchResult",
     "Located",
     "ResumableDownloader",
+    "SourcesReport",
     "data_root",
     "download_file",
+    "ensure_sources",
     "extract_archive",
     "fetch_source",
     "find_layout_root",

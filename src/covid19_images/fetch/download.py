@@ -14,12 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pooch
 import requests
 import urllib3
 
-from covid19_images.errors import FetchError
+from covid19_images.errors import FetchError, HostUnreachableError
 
 ProgressCallback = Callable[[int, int | None], None]
 """Called with (bytes so far, total bytes or None) while a download streams."""
@@ -36,7 +37,8 @@ class ResumableDownloader:
 
     Args:
         partial_dir: Folder for the ``.part`` files; it must survive between runs.
-        timeout: Seconds to wait for the server to answer or send more bytes.
+        timeout: Seconds to wait for the server to answer or send more bytes (to connect: at
+            most 20; a server that takes longer to accept a connection is taken as unreachable).
         progress: Optional callback for a progress bar.
 
     Example:
@@ -72,7 +74,23 @@ class ResumableDownloader:
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        with requests.get(url, headers=headers, stream=True, timeout=self.timeout) as response:
+        try:
+            response = requests.get(
+                url, headers=headers, stream=True, timeout=(min(self.timeout, 20.0), self.timeout)
+            )
+        except requests.exceptions.ConnectionError as exc:
+            reason = _unreachable(exc)
+            if reason is None:
+                raise  # a dropped connection: pooch tries again
+            # No server answered at all (offline, DNS failure, refused): trying again soon would
+            # only fail again, so this is not retried.
+            host = urlsplit(url).hostname or url
+            raise HostUnreachableError(host, f"could not download {url}: {reason}") from exc
+        with response:
+            if response.status_code in _NOT_RETRIED:
+                raise FetchError(
+                    f"could not download {url}: {response.status_code} {response.reason}"
+                )
             if response.status_code == 416 and offset:
                 # Nothing left to send: the part file is either whole or stale.
                 total = _total_from_content_range(response.headers.get("Content-Range"))
@@ -106,6 +124,27 @@ class ResumableDownloader:
                         f"{url}: received {received} of {expected} bytes; run again to resume"
                     )
         part.replace(output_file)
+
+
+_NOT_RETRIED = frozenset({400, 401, 403, 404, 405, 410, 451})
+"""Answers that another attempt would only repeat (missing or forbidden file)."""
+
+
+def _unreachable(exc: requests.exceptions.ConnectionError) -> str | None:
+    """Why no connection to the server could be made, or None for other connection errors.
+
+    A name that does not resolve, a refused connection, no route, or no answer within the
+    connect timeout all mean the server cannot be reached from here right now.
+    """
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "no answer from the server within the connect timeout (is this machine offline?)"
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if not isinstance(reason, urllib3.exceptions.NewConnectionError):
+        return None
+    text = str(reason)
+    # urllib3 starts the message with the connection object: keep what follows it.
+    _, sep, tail = text.partition("): ")
+    return f"{tail if sep else text} (is this machine offline?)"
 
 
 def _total_from_content_range(value: str | None) -> int | None:
@@ -148,11 +187,14 @@ def download_file(
         filename: Name to store the file under.
         folder: The download cache of this source and version.
         checksum: ``"sha256:<hex>"`` (or ``md5:``/``sha1:``), or None where unknown.
-        retries: Further attempts after a failed one (network error or checksum mismatch).
-        timeout: Seconds to wait for the server.
+        retries: Further attempts after a failed one (a dropped connection or a checksum
+            mismatch). A server that cannot be reached at all, or that answers that the file is
+            missing or forbidden (404, 403, ...), fails at once.
+        timeout: Seconds to wait for the server (for the connection itself, at most 20).
         progress: Optional progress callback.
 
     Raises:
+        HostUnreachableError: No connection to the server could be made (offline).
         FetchError: When the download fails or does not match ``checksum``.
 
     Example:

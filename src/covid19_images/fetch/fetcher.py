@@ -20,7 +20,12 @@ from filelock import FileLock, Timeout
 
 from covid19_images.catalog.registry import load_catalog
 from covid19_images.catalog.schema import SourceEntry
-from covid19_images.errors import FetchError, LayoutError, SourceNotAvailableError
+from covid19_images.errors import (
+    FetchError,
+    HostUnreachableError,
+    LayoutError,
+    SourceNotAvailableError,
+)
 from covid19_images.fetch.archive import extract_archive, is_archive
 from covid19_images.fetch.download import DownloadedFile, download_file
 from covid19_images.fetch.layout import find_layout_root, missing_paths
@@ -244,10 +249,13 @@ def _download(
                 )
             )
         except FetchError as exc:
-            raise FetchError(
+            message = (
                 f"{exc}\nIf this machine is offline, download {url} elsewhere and run "
                 f"`covid19-images fetch {entry.id} --from <the file>`, or use --mirror DIR."
-            ) from exc
+            )
+            if isinstance(exc, HostUnreachableError):
+                raise HostUnreachableError(exc.host, message) from exc
+            raise FetchError(message) from exc
 
     staging = _fresh_staging(entry, base)
     tree = staging / "tree"
