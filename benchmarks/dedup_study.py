@@ -211,12 +211,18 @@ def print_real(result: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _ours_decode(path: Path) -> tuple[str, str, np.ndarray]:
+def _ours_decode(path: Path) -> tuple[str, str, np.ndarray, Any, np.ndarray]:
     from covid19_images.process.image import decode_image
 
     decoded = decode_image(path, sizes=(224,))
-    assert decoded.thumb is not None
-    return decoded.sha256_pixels, decoded.phash, decoded.thumb
+    assert decoded.thumb is not None and decoded.content is not None
+    return (
+        decoded.sha256_pixels,
+        decoded.phash,
+        decoded.thumb,
+        decoded.signature,
+        decoded.content,
+    )
 
 
 def ours(paths: list[Path], workers: int = 1) -> list[tuple[int, int]]:
@@ -224,9 +230,12 @@ def ours(paths: list[Path], workers: int = 1) -> list[tuple[int, int]]:
     from covid19_images.dedup.near import find_duplicates
 
     decoded = _map(_ours_decode, paths, workers)
-    thumbs = [thumb for _, _, thumb in decoded]
     report = find_duplicates(
-        [sha for sha, _, _ in decoded], [phash for _, phash, _ in decoded], thumbs.__getitem__
+        [d[0] for d in decoded],
+        [d[1] for d in decoded],
+        lambda i: decoded[i][2],
+        signatures=[d[3] for d in decoded],
+        content=lambda i: decoded[i][4],
     )
     return [(pair.a, pair.b) for pair in report.pairs]
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from covid19_images import __version__
 from covid19_images.assemble.recipe import Recipe, RecipeError, load_recipe
-from covid19_images.assemble.splits import group_ids, stratified_group_split
+from covid19_images.assemble.splits import group_ids, merge_groups, stratified_group_split
 from covid19_images.catalog import load_catalog
 from covid19_images.dedup.clusters import DedupResult, deduplicate
 from covid19_images.deid import SaltError, salt
@@ -217,7 +217,10 @@ def build(
     kept = dedup.kept
     if dicom:
         _write_dicoms(kept, roots, cache, _salt(base), executor, log)
-    splits = _splits(recipe, kept, classes, membership is not None, seed)
+    if membership is not None:
+        splits = _splits(recipe, kept, classes, True, seed)
+    else:
+        splits = _leak_free_splits(recipe, kept, classes, seed, processed, cache, size)
 
     manifest = _manifest(kept, classes, splits, size)
     process = {"sizes": list(params.sizes), "version": params.version}
@@ -548,17 +551,71 @@ def _splits(
     classes: dict[str, str],
     upstream: bool,
     seed: int,
+    *,
+    everything: list[Record] | None = None,
+    links: list[tuple[int, int]] | None = None,
 ) -> list[str]:
+    """A split per kept record: grouped by patient and copy cluster, stratified by class.
+
+    ``everything`` holds the records before deduplication: a copy that was dropped still
+    links its own patient with the patient of the copy kept (one person, two ids), so every
+    image of both lands in one split. ``links`` are pairs of kept records (indices) that must
+    share a split too.
+    """
     if upstream:
         return [r.upstream_split or "train" for r in kept]
+    pool = everything if everything is not None else kept
     groups = group_ids(
-        [r.uid for r in kept],
-        [r.patient_id for r in kept],
-        [r.attributes.get("dup_cluster") for r in kept],
+        [r.uid for r in pool],
+        [r.patient_id for r in pool],
+        [r.attributes.get("dup_cluster") for r in pool],
     )
+    group_of = dict(zip((r.uid for r in pool), groups, strict=True))
+    kept_groups = [group_of.get(r.uid, r.uid) for r in kept]
+    if links:
+        kept_groups = merge_groups(kept_groups, links)
     return stratified_group_split(
-        groups, [classes[r.uid] for r in kept], recipe.split.fractions(), seed
+        kept_groups, [classes[r.uid] for r in kept], recipe.split.fractions(), seed
     )
+
+
+MAX_RESPLITS = 5
+
+
+def _leak_free_splits(
+    recipe: Recipe,
+    kept: list[Record],
+    classes: dict[str, str],
+    seed: int,
+    everything: list[Record],
+    cache: Path,
+    size: int,
+) -> list[str]:
+    """Splits that pass the audit's own cross-split copy check.
+
+    The audit looks at the written square copies with fresh eyes; any pair it would find on
+    two sides of a split is linked and the split is made again, until none is left.
+    """
+    from covid19_images.audit import cross_split_copies
+
+    links: list[tuple[int, int]] = []
+    index = {r.uid: i for i, r in enumerate(kept)}
+    paths = [output_dir(cache, r.processed_key or "") / f"{size}.png" for r in kept]
+    uids = [r.uid for r in kept]
+    for _ in range(MAX_RESPLITS):
+        splits = _splits(recipe, kept, classes, False, seed, everything=everything, links=links)
+        pairs, _ = cross_split_copies(
+            paths,
+            splits,
+            uids,
+            max_hamming=recipe.dedup.max_hamming,
+            min_correlation=recipe.dedup.min_correlation,
+            min_detail=recipe.dedup.min_detail,
+        )
+        if not pairs:
+            return splits
+        links += [(index[p["uid_a"]], index[p["uid_b"]]) for p in pairs]
+    return splits
 
 
 def _manifest(

@@ -49,6 +49,27 @@ def group_ids(
     return [uids[find(i)] for i in range(len(uids))]
 
 
+def merge_groups(groups: Sequence[str], links: Sequence[tuple[int, int]]) -> list[str]:
+    """Groups with the groups of each linked pair of images ``(i, j)`` made one.
+
+    Example:
+        >>> merge_groups(["a", "b", "c", "c"], [(0, 3)])
+        ['a', 'b', 'a', 'a']
+    """
+    parent: dict[str, str] = {}
+
+    def find(g: str) -> str:
+        while parent.get(g, g) != g:
+            g = parent[g]
+        return g
+
+    for i, j in links:
+        ri, rj = find(groups[i]), find(groups[j])
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    return [find(g) for g in groups]
+
+
 def stratified_group_split(
     groups: Sequence[str],
     labels: Sequence[str],

@@ -1,5 +1,11 @@
 """Audit: leakage between splits (patients, near-duplicate images) and label confounding."""
 
-from covid19_images.audit.report import AuditError, AuditReport, audit_dataset, write_report
+from covid19_images.audit.report import (
+    AuditError,
+    AuditReport,
+    audit_dataset,
+    cross_split_copies,
+    write_report,
+)
 
-__all__ = ["AuditError", "AuditReport", "audit_dataset", "write_report"]
+__all__ = ["AuditError", "AuditReport", "audit_dataset", "cross_split_copies", "write_report"]

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import imagehash
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -26,6 +25,7 @@ from covid19_images.dedup.near import (
 )
 from covid19_images.errors import Covid19ImagesError
 from covid19_images.process.image import THUMB
+from covid19_images.process.signature import Signature, compute_signature
 
 
 class AuditError(Covid19ImagesError):
@@ -209,30 +209,68 @@ def _cross_split_duplicates(
     min_detail: float,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Copies across splits, found from the image files; and the files that could not be read."""
-    phashes: list[str | None] = []
-    thumbs: list[np.ndarray] = []
-    missing: list[str] = []
-    blank = np.zeros((THUMB, THUMB), dtype=np.uint8)
-    for rel in manifest["path"]:
-        try:
-            with Image.open(folder / rel) as img:
-                grey = img.convert("L")
-                phashes.append(str(imagehash.phash(grey)))
-                thumbs.append(np.asarray(grey.resize((THUMB, THUMB), Image.Resampling.BOX)))
-        except (OSError, SyntaxError, ValueError):
-            missing.append(str(rel))
-            phashes.append(None)
-            thumbs.append(blank)
-    found = find_duplicates(
-        [None] * len(thumbs),  # exact copies are near copies at distance 0
-        phashes,
-        thumbs.__getitem__,
+    pairs, unreadable = cross_split_copies(
+        [folder / str(rel) for rel in manifest["path"]],
+        manifest["split"].astype(str).tolist(),
+        manifest["uid"].astype(str).tolist(),
         max_hamming=max_hamming,
         min_correlation=min_correlation,
         min_detail=min_detail,
     )
-    splits = manifest["split"].tolist()
-    uids = manifest["uid"].tolist()
+    return pairs, [Path(p).relative_to(folder).as_posix() for p in unreadable]
+
+
+def cross_split_copies(
+    paths: list[Path],
+    splits: list[str],
+    uids: list[str],
+    *,
+    max_hamming: int = DEFAULT_MAX_HAMMING,
+    min_correlation: float = DEFAULT_MIN_CORRELATION,
+    min_detail: float = DEFAULT_MIN_DETAIL,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Pairs of image files in different splits that are copies of one film; unreadable files.
+
+    The files are hashed and compared afresh (whole frames, views, keypoints, aligned pixels:
+    :func:`~covid19_images.dedup.near.find_duplicates`), so the check trusts nothing a build
+    recorded. ``build`` runs it before writing, ``audit`` on what was written.
+
+    Example:
+        >>> pairs, unreadable = cross_split_copies([], [], [])
+        >>> pairs, unreadable
+        ([], [])
+    """
+    phashes: list[str | None] = []
+    thumbs: list[np.ndarray] = []
+    signatures: list[Signature | None] = []
+    contents: list[np.ndarray] = []
+    missing: list[str] = []
+    blank = np.zeros((THUMB, THUMB), dtype=np.uint8)
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                grey = img.convert("L")
+                signature, content = compute_signature(grey)
+                phashes.append(f"{signature.views[0]:016x}")
+                thumbs.append(np.asarray(grey.resize((THUMB, THUMB), Image.Resampling.BOX)))
+                signatures.append(signature)
+                contents.append(content)
+        except (OSError, SyntaxError, ValueError):
+            missing.append(str(path))
+            phashes.append(None)
+            thumbs.append(blank)
+            signatures.append(None)
+            contents.append(blank)
+    found = find_duplicates(
+        [None] * len(thumbs),  # exact copies are near copies at distance 0
+        phashes,
+        thumbs.__getitem__,
+        signatures=signatures,
+        content=contents.__getitem__,
+        max_hamming=max_hamming,
+        min_correlation=min_correlation,
+        min_detail=min_detail,
+    )
     pairs = [
         {
             "uid_a": uids[p.a],
@@ -241,6 +279,7 @@ def _cross_split_duplicates(
             "hamming": p.hamming,
             "correlation": p.correlation,
             "detail": p.detail,
+            "aligned": p.aligned,
         }
         for p in found.pairs
         if splits[p.a] != splits[p.b]

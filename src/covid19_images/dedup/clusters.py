@@ -9,6 +9,7 @@ film from its copies, and patients linked by a shared film are grouped too.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from covid19_images.dedup.near import (
 )
 from covid19_images.problems import ProblemLog
 from covid19_images.process.pipeline import output_dir
+from covid19_images.process.signature import Signature
 from covid19_images.records import Record
 
 
@@ -82,15 +84,17 @@ def deduplicate(
         True
     """
 
-    def thumbnail(i: int) -> np.ndarray:
+    def image(i: int, name: str) -> np.ndarray:
         key = records[i].processed_key or ""
-        with Image.open(output_dir(cache, key) / "thumb.png") as img:
+        with Image.open(output_dir(cache, key) / name) as img:
             return np.asarray(img.convert("L"))
 
     report = find_duplicates(
         [r.sha256_pixels for r in records],
         [r.phash for r in records],
-        thumbnail,
+        lambda i: image(i, "thumb.png"),
+        signatures=[_signature(cache, r) for r in records],
+        content=lambda i: image(i, "content.png"),
         max_hamming=max_hamming,
         min_correlation=min_correlation,
         min_detail=min_detail,
@@ -118,6 +122,17 @@ def deduplicate(
     )
 
 
+def _signature(cache: Path, record: Record) -> Signature | None:
+    """The copy-search signature kept with a record's processed outputs."""
+    try:
+        meta = json.loads(
+            (output_dir(cache, record.processed_key or "") / "meta.json").read_text("utf-8")
+        )
+        return Signature.from_json(meta["signature"]) if meta.get("signature") else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _pairs_frame(records: list[Record], pairs: list[Pair]) -> pd.DataFrame:
     rows = [
         {
@@ -131,6 +146,7 @@ def _pairs_frame(records: list[Record], pairs: list[Pair]) -> pd.DataFrame:
             "hamming": p.hamming,
             "correlation": p.correlation,
             "detail": p.detail,
+            "aligned": p.aligned,
         }
         for p in pairs
     ]
@@ -145,5 +161,6 @@ def _pairs_frame(records: list[Record], pairs: list[Pair]) -> pd.DataFrame:
         "hamming",
         "correlation",
         "detail",
+        "aligned",
     ]
     return pd.DataFrame(rows, columns=columns)

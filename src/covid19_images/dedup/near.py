@@ -27,9 +27,23 @@ from itertools import combinations
 import numpy as np
 from PIL import Image, ImageFilter
 
+from covid19_images.dedup.align import (
+    KEYPOINT_RADIUS,
+    MIN_INLIERS,
+    aligned_score,
+    box_map,
+    keypoint_map,
+    view_region,
+)
+from covid19_images.process.signature import Signature
+
 DEFAULT_MAX_HAMMING = 12
 DEFAULT_MIN_CORRELATION = 0.95
 DEFAULT_MIN_DETAIL = 0.55
+DEFAULT_MIN_ALIGNED = 0.55
+VIEW_RADIUS = 8
+"""Largest distance between two hashes of other views than the whole frame that makes a
+candidate (the whole frames keep ``max_hamming``)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,8 @@ class Pair:
     correlation: float
     detail: float
     exact: bool
+    aligned: float = 0.0
+    """Block-median detail correlation after alignment (0.0 where it was not needed)."""
 
 
 @dataclass
@@ -167,19 +183,31 @@ def find_duplicates(
     phashes: Sequence[str | None],
     thumbnail: Callable[[int], np.ndarray],
     *,
+    signatures: Sequence[Signature | None] | None = None,
+    content: Callable[[int], np.ndarray] | None = None,
     max_hamming: int = DEFAULT_MAX_HAMMING,
     min_correlation: float = DEFAULT_MIN_CORRELATION,
     min_detail: float = DEFAULT_MIN_DETAIL,
+    min_aligned: float = DEFAULT_MIN_ALIGNED,
 ) -> DuplicateReport:
     """Exact and confirmed near duplicates among images given by their hashes.
+
+    With ``signatures`` (and ``content``), copies with other borders, crops, aspect ratios or
+    burnt-in text are found too: candidates also come from the hashes of every view and from
+    shared keypoints, and a candidate that the whole-frame test rejects is aligned and compared
+    on pixels (:func:`covid19_images.dedup.align.aligned_score`).
 
     Args:
         pixel_hashes: sha256 of each image's grey pixels.
         phashes: 64-bit perceptual hash of each image, as 16 hex digits.
         thumbnail: Loads the whole-frame thumbnail of image ``i``.
-        max_hamming: Largest perceptual-hash distance that makes a candidate.
+        signatures: Each image's :class:`~covid19_images.process.signature.Signature`.
+        content: Loads the content image of image ``i`` (with ``signatures``).
+        max_hamming: Largest whole-frame hash distance that makes a candidate.
         min_correlation: Smallest thumbnail correlation that confirms a candidate.
         min_detail: Smallest correlation of the thumbnails' detail that confirms it too.
+        min_aligned: Smallest aligned block-detail score that confirms a candidate the
+            whole-frame test rejects.
 
     Example:
         >>> thumbs = [np.eye(8) * 100, np.eye(8) * 200, np.fliplr(np.eye(8)) * 100]
@@ -210,12 +238,25 @@ def find_duplicates(
     for members in exact_groups.values():
         for i, j in combinations(members, 2):
             exact_pairs.add((i, j))
-            pairs.append(Pair(i, j, 0, 1.0, 1.0, True))
+            pairs.append(Pair(i, j, 0, 1.0, 1.0, True, 1.0))
             union(i, j)
 
-    valid = [i for i in range(n) if phashes[i]]
-    values = [int(phashes[i] or "0", 16) for i in valid]
-    candidates = candidate_pairs(values, max_hamming)
+    # A wide uniform border makes whole frames of different films alike: such images are
+    # compared on their content only.
+    bordered = {i for i, sig in enumerate(signatures or []) if sig is not None and not framed(sig)}
+    frame_hash: dict[int, int] = {
+        i: int(h, 16) for i, h in enumerate(phashes) if h and i not in bordered
+    }
+    candidates: dict[tuple[int, int], list[tuple[int, int, int]]] = defaultdict(list)
+    valid = sorted(frame_hash)
+    for vi, vj in candidate_pairs([frame_hash[i] for i in valid], max_hamming).tolist():
+        i, j = valid[vi], valid[vj]
+        candidates[(i, j)].append((hamming(frame_hash[i], frame_hash[j]), 0, 0))
+    if signatures is not None:
+        _view_candidates(signatures, max_hamming, candidates, bordered)
+        for linked in _keypoint_candidates(signatures):
+            candidates.setdefault(linked, [])
+
     rejected: list[Pair] = []
     thumbs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -225,16 +266,33 @@ def find_duplicates(
             thumbs[i] = (_standardised(pixels), _standardised(detail(pixels)))
         return thumbs[i]
 
-    for vi, vj in candidates.tolist():
-        i, j = valid[vi], valid[vj]
+    contents: dict[int, np.ndarray] = {}
+
+    def content_of(i: int) -> np.ndarray:
+        if i not in contents:
+            assert content is not None
+            contents[i] = content(i)
+        return contents[i]
+
+    for (i, j), views in sorted(candidates.items()):
         if (i, j) in exact_pairs:
             continue
-        distance = hamming(values[vi], values[vj])
+        distance = _closest(i, j, frame_hash, signatures)
         (ti, di), (tj, dj) = thumb(i), thumb(j)
         correlation = float(np.dot(ti, tj))  # Pearson correlation of standardised vectors
         fine = float(np.dot(di, dj))
-        pair = Pair(i, j, distance, round(correlation, 4), round(fine, 4), False)
-        if correlation >= min_correlation and fine >= min_detail:
+        whole = i not in bordered and j not in bordered
+        if whole and correlation >= min_correlation and fine >= min_detail:
+            pairs.append(Pair(i, j, distance, round(correlation, 4), round(fine, 4), False))
+            union(i, j)
+            continue
+        aligned = 0.0
+        if signatures is not None and content is not None:
+            si, sj = signatures[i], signatures[j]
+            if si is not None and sj is not None:
+                aligned = _aligned(si, sj, content_of(i), content_of(j), views, min_aligned)
+        pair = Pair(i, j, distance, round(correlation, 4), round(fine, 4), False, round(aligned, 4))
+        if aligned >= min_aligned:
             pairs.append(pair)
             union(i, j)
         else:
@@ -247,3 +305,117 @@ def find_duplicates(
     return DuplicateReport(
         sorted(pairs, key=lambda p: (p.a, p.b)), rejected, clusters, len(candidates)
     )
+
+
+def _view_candidates(
+    signatures: Sequence[Signature | None],
+    max_hamming: int,
+    candidates: dict[tuple[int, int], list[tuple[int, int, int]]],
+    bordered: set[int],
+) -> None:
+    """Pairs of images with any two views close: frames within ``max_hamming``, others 8.
+
+    The frame view of a bordered image is left out (it hashes its border)."""
+    owners: list[int] = []
+    views: list[int] = []
+    values: list[int] = []
+    for i, signature in enumerate(signatures):
+        if signature is None:
+            continue
+        for v, value in enumerate(signature.views):
+            if v == 0 and i in bordered:
+                continue
+            owners.append(i)
+            views.append(v)
+            values.append(value)
+    if not values:
+        return
+    found = candidate_pairs(values, max_hamming)
+    for fi, fj in found.tolist():
+        i, j = owners[fi], owners[fj]
+        if i == j:
+            continue
+        distance = hamming(values[fi], values[fj])
+        vi, vj = views[fi], views[fj]
+        if (vi or vj) and distance > VIEW_RADIUS:
+            continue
+        if i > j:
+            i, j, vi, vj = j, i, vj, vi
+        candidates[(i, j)].append((distance, vi, vj))
+
+
+FRAMED = 0.9
+"""An image whose content box spans less than this share of its width or height is bordered."""
+
+
+def framed(signature: Signature) -> bool:
+    """Whether the content fills the frame (no wide uniform border).
+
+    Example:
+        >>> s = Signature((0.0, 0.3, 1.0, 1.0), (0,) * 5, np.zeros(0, np.uint64),
+        ...               np.zeros((0, 2), np.float32))
+        >>> framed(s)
+        False
+    """
+    left, top, right, bottom = signature.box
+    return right - left >= FRAMED and bottom - top >= FRAMED
+
+
+def _keypoint_candidates(signatures: Sequence[Signature | None]) -> set[tuple[int, int]]:
+    """Pairs of images that share at least ``MIN_INLIERS`` close keypoint codes."""
+    owners = [
+        np.full(len(s.codes), i, dtype=np.int64)
+        for i, s in enumerate(signatures)
+        if s is not None and len(s.codes)
+    ]
+    if not owners:
+        return set()
+    codes = np.concatenate([s.codes for s in signatures if s is not None and len(s.codes)])
+    who = np.concatenate(owners)
+    found = candidate_pairs(codes.tolist(), KEYPOINT_RADIUS)
+    if not len(found):
+        return set()
+    a, b = who[found[:, 0]], who[found[:, 1]]
+    keep = a != b
+    lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
+    keys, counts = np.unique(lo * (len(signatures) + 1) + hi, return_counts=True)
+    keys = keys[counts >= MIN_INLIERS]
+    return {(int(k) // (len(signatures) + 1), int(k) % (len(signatures) + 1)) for k in keys}
+
+
+def _closest(
+    i: int, j: int, frame_hash: dict[int, int], signatures: Sequence[Signature | None] | None
+) -> int:
+    """The smallest hash distance between any views of two images."""
+    best = hamming(frame_hash[i], frame_hash[j]) if i in frame_hash and j in frame_hash else 64
+    if signatures is not None and signatures[i] is not None and signatures[j] is not None:
+        si, sj = signatures[i], signatures[j]
+        assert si is not None and sj is not None
+        best = min(best, *(hamming(x, y) for x in si.views for y in sj.views))
+    return best
+
+
+def _aligned(
+    a: Signature,
+    b: Signature,
+    content_a: np.ndarray,
+    content_b: np.ndarray,
+    views: list[tuple[int, int, int]],
+    accept: float,
+) -> float:
+    """The aligned score of a pair: the keypoints' map first, then the matched views' boxes."""
+    found = 0.0
+    matrix = keypoint_map(a, b, float(max(content_a.shape)), float(max(content_b.shape)))
+    if matrix is not None:
+        found = aligned_score(content_a, content_b, [matrix], accept=accept, promising=-1.0)[0]
+    if found >= accept:
+        return found
+    size_a = (content_a.shape[1], content_a.shape[0])
+    size_b = (content_b.shape[1], content_b.shape[0])
+    boxes = [
+        box_map(view_region(b, vb, size_b), view_region(a, va, size_a))
+        for _, va, vb in sorted(views)[:2]
+    ]
+    if boxes:
+        found = max(found, aligned_score(content_a, content_b, boxes, accept=accept)[0])
+    return found

@@ -31,6 +31,8 @@ import numpy as np
 import scipy.fftpack  # imagehash needs it: its phash DCT
 from PIL import Image, UnidentifiedImageError
 
+from covid19_images.process.signature import Signature, compute_signature
+
 THUMB = 64
 """Side of the whole-frame thumbnail kept for pixel-level duplicate checks."""
 
@@ -81,6 +83,10 @@ class Decoded:
     """Square uint8 greyscale copies by side length."""
     thumb: np.ndarray | None = None
     """The whole frame squeezed to THUMB x THUMB (aspect not kept), for comparing copies."""
+    signature: Signature | None = None
+    """View hashes, content box and keypoints, for finding copies (:mod:`covid19_images.dedup`)."""
+    content: np.ndarray | None = None
+    """The frame without uniform borders, long side 256 px, aspect kept."""
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -178,9 +184,11 @@ def decode_image(
         for s in sizes
     }
     # Copies of an image across collections are often resized without keeping the aspect ratio
-    # (the COVID-19 Radiography Database squeezes everything to 299 x 299): the perceptual hash
-    # and the thumbnail compare whole frames squeezed to a square, like that.
+    # (the COVID-19 Radiography Database squeezes everything to 299 x 299): the thumbnail and
+    # the perceptual hash (of the frame box-reduced to 256 px: the signature's first view)
+    # compare whole frames squeezed to a square, like that.
     thumb = np.asarray(frame.resize((THUMB, THUMB), Image.Resampling.BOX))
+    signature, content = compute_signature(frame)
     return Decoded(
         width=width,
         height=height,
@@ -188,11 +196,13 @@ def decode_image(
         format=fmt,
         format_mismatch=mismatch,
         sha256_pixels=sha,
-        phash=phash(frame),
+        phash=f"{signature.views[0]:016x}",
         mean=mean,
         std=std,
         copies=copies,
         thumb=thumb,
+        signature=signature,
+        content=content,
     )
 
 

@@ -30,9 +30,11 @@ from covid19_images.process.image import (
 )
 from covid19_images.records import Record
 
-PROCESS_VERSION = 3
+PROCESS_VERSION = 4
 """Bump when what is written for an image changes (pixels or file bytes): every key changes.
 
+4: ``content.png`` and the copy-search signature in ``meta.json``; the perceptual hash of the
+frame reduced to 256 px.
 3: the PNG copies are written by :func:`~covid19_images.process.image.encode_png` (same pixels,
 other bytes than Pillow's encoder).
 """
@@ -105,6 +107,7 @@ def _process_one(task: _Task) -> dict[str, Any]:
             "phash": decoded.phash,
             "mean": round(decoded.mean, 4),
             "std": round(decoded.std, 4),
+            "signature": decoded.signature.to_json() if decoded.signature else None,
         }
     try:  # the prefix folder exists for all but the first image of 256: no mkdir call
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
@@ -117,6 +120,8 @@ def _process_one(task: _Task) -> dict[str, Any]:
                 (tmp / f"{side}.png").write_bytes(encode_png(pixels))
             if decoded.thumb is not None:
                 (tmp / "thumb.png").write_bytes(encode_png(decoded.thumb))
+            if decoded.content is not None:
+                (tmp / "content.png").write_bytes(encode_png(decoded.content))
         (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
         try:
             tmp.rename(folder)
