@@ -52,7 +52,7 @@ from covid19_images.sources import adapter_ids, get_adapter
 from covid19_images.sources.covidx import covidx_membership
 
 if TYPE_CHECKING:
-    from covid19_images.audit import AuditReport
+    from covid19_images.audit import AuditReport, FileSignatures
 
 MANIFEST = "manifest.parquet"
 LOCK = "lock.json"
@@ -217,10 +217,13 @@ def build(
     kept = dedup.kept
     if dicom:
         _write_dicoms(kept, roots, cache, _salt(base), executor, log)
+    from covid19_images.audit import FileSignatures
+
+    memo = FileSignatures()  # the split check's signatures, reused by the audit
     if membership is not None:
         splits = _splits(recipe, kept, classes, True, seed)
     else:
-        splits = _leak_free_splits(recipe, kept, classes, seed, processed, cache, size)
+        splits = _leak_free_splits(recipe, kept, classes, seed, processed, cache, size, memo)
 
     manifest = _manifest(kept, classes, splits, size)
     process = {"sizes": list(params.sizes), "version": params.version}
@@ -590,6 +593,7 @@ def _leak_free_splits(
     everything: list[Record],
     cache: Path,
     size: int,
+    memo: FileSignatures | None = None,
 ) -> list[str]:
     """Splits that pass the audit's own cross-split copy check.
 
@@ -598,6 +602,7 @@ def _leak_free_splits(
     """
     from covid19_images.audit import cross_split_copies
 
+    memo = memo if memo is not None else FileSignatures()
     links: list[tuple[int, int]] = []
     index = {r.uid: i for i, r in enumerate(kept)}
     paths = [output_dir(cache, r.processed_key or "") / f"{size}.png" for r in kept]
@@ -611,6 +616,7 @@ def _leak_free_splits(
             max_hamming=recipe.dedup.max_hamming,
             min_correlation=recipe.dedup.min_correlation,
             min_detail=recipe.dedup.min_detail,
+            memo=memo,
         )
         if not pairs:
             return splits
@@ -711,6 +717,7 @@ def _write(
     *,
     expected_manifest: str | None = None,
     state: str | None = None,
+    memo: FileSignatures | None = None,
 ) -> None:
     from covid19_images.assemble.datasheet import write_datasheet
 
@@ -719,7 +726,9 @@ def _write(
         for uid, rel in zip(manifest["uid"], manifest["path"], strict=True):
             link(output_dir(cache, keys[uid]) / f"{size}.png", tmp / rel)
         write_packed(tmp, manifest, sorted(recipe.classes), size, f"covid19-images {__version__}")
-        report = write_tables(tmp, recipe, manifest, log, dedup, lock_data, expected_manifest)
+        report = write_tables(
+            tmp, recipe, manifest, log, dedup, lock_data, expected_manifest, memo=memo
+        )
         write_datasheet(tmp, recipe, manifest, log, dedup, report, used, missing)
         if state is not None:
             (tmp / STATE).write_text(json.dumps({"inputs": state}) + "\n", encoding="utf-8")
@@ -733,6 +742,8 @@ def write_tables(
     dedup: DedupResult,
     lock_data: dict[str, Any],
     expected_manifest: str | None,
+    *,
+    memo: FileSignatures | None = None,
 ) -> AuditReport:
     """Manifest, problems, duplicates and lock into a dataset folder; then audit it.
 
@@ -749,6 +760,7 @@ def write_tables(
         max_hamming=recipe.dedup.max_hamming,
         min_correlation=recipe.dedup.min_correlation,
         min_detail=recipe.dedup.min_detail,
+        memo=memo,
     )
     write_report(report, folder / "audit.json")
     return report

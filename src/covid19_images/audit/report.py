@@ -8,6 +8,8 @@ manifest. Any patient or near-duplicate pair on two sides of a split is leakage.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,12 @@ from covid19_images.dedup.near import (
 )
 from covid19_images.errors import Covid19ImagesError
 from covid19_images.process.image import THUMB
-from covid19_images.process.signature import Signature, compute_signature
+from covid19_images.process.signature import (
+    Signature,
+    compute_signature,
+    content_image,
+    content_thumbnail,
+)
 
 
 class AuditError(Covid19ImagesError):
@@ -91,6 +98,7 @@ def audit_dataset(
     max_hamming: int | None = None,
     min_correlation: float | None = None,
     min_detail: float | None = None,
+    memo: FileSignatures | None = None,
 ) -> AuditReport:
     """Audit the dataset in ``folder`` (with ``manifest.parquet`` and the split folders).
 
@@ -132,6 +140,7 @@ def audit_dataset(
         if min_correlation is not None
         else dedup.get("min_correlation", DEFAULT_MIN_CORRELATION),
         min_detail if min_detail is not None else dedup.get("min_detail", DEFAULT_MIN_DETAIL),
+        memo,
     )
     report.cross_split_duplicates += pairs
     report.missing_files = sorted({*report.missing_files, *missing_images})
@@ -207,6 +216,7 @@ def _cross_split_duplicates(
     max_hamming: int,
     min_correlation: float,
     min_detail: float,
+    memo: FileSignatures | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Copies across splits, found from the image files; and the files that could not be read."""
     pairs, unreadable = cross_split_copies(
@@ -216,8 +226,49 @@ def _cross_split_duplicates(
         max_hamming=max_hamming,
         min_correlation=min_correlation,
         min_detail=min_detail,
+        memo=memo,
     )
     return pairs, [Path(p).relative_to(folder).as_posix() for p in unreadable]
+
+
+class FileSignatures:
+    """Signatures of image files, computed once per file content (its bytes' sha256).
+
+    The build's own cross-split check and the audit that follows read the same files (the
+    dataset's images are hard links to the processed copies); one memo spares the second pass.
+    Each call still reads and hashes the file it is given, so nothing is trusted by name. The
+    content images are not kept: they are made again from the file for the few candidates.
+
+    Example:
+        >>> memo = FileSignatures()
+        >>> memo.get(Path("no-such-file.png")) is None
+        True
+    """
+
+    def __init__(self) -> None:
+        self._by_digest: dict[str, tuple[str, np.ndarray, Signature]] = {}
+
+    def get(self, path: Path) -> tuple[str, np.ndarray, Signature] | None:
+        """(perceptual hash, content thumbnail, signature) of the image file; None if unreadable."""
+        try:
+            data = path.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            if digest not in self._by_digest:
+                with Image.open(io.BytesIO(data)) as img:
+                    signature, content = compute_signature(img.convert("L"))
+                self._by_digest[digest] = (
+                    f"{signature.views[0]:016x}",
+                    content_thumbnail(content, THUMB),
+                    signature,
+                )
+            return self._by_digest[digest]
+        except (OSError, SyntaxError, ValueError):
+            return None
+
+
+def _file_content(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(content_image(img.convert("L"))[1])
 
 
 def cross_split_copies(
@@ -228,48 +279,47 @@ def cross_split_copies(
     max_hamming: int = DEFAULT_MAX_HAMMING,
     min_correlation: float = DEFAULT_MIN_CORRELATION,
     min_detail: float = DEFAULT_MIN_DETAIL,
+    memo: FileSignatures | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Pairs of image files in different splits that are copies of one film; unreadable files.
 
     The files are hashed and compared afresh (whole frames, views, keypoints, aligned pixels:
     :func:`~covid19_images.dedup.near.find_duplicates`), so the check trusts nothing a build
-    recorded. ``build`` runs it before writing, ``audit`` on what was written.
+    recorded. ``build`` runs it before writing, ``audit`` on what was written. Only pairs that
+    cross a split are tested on pixels.
 
     Example:
         >>> pairs, unreadable = cross_split_copies([], [], [])
         >>> pairs, unreadable
         ([], [])
     """
+    memo = memo if memo is not None else FileSignatures()
     phashes: list[str | None] = []
     thumbs: list[np.ndarray] = []
     signatures: list[Signature | None] = []
-    contents: list[np.ndarray] = []
     missing: list[str] = []
     blank = np.zeros((THUMB, THUMB), dtype=np.uint8)
     for path in paths:
-        try:
-            with Image.open(path) as img:
-                grey = img.convert("L")
-                signature, content = compute_signature(grey)
-                phashes.append(f"{signature.views[0]:016x}")
-                thumbs.append(np.asarray(grey.resize((THUMB, THUMB), Image.Resampling.BOX)))
-                signatures.append(signature)
-                contents.append(content)
-        except (OSError, SyntaxError, ValueError):
+        found = memo.get(path)
+        if found is None:
             missing.append(str(path))
             phashes.append(None)
             thumbs.append(blank)
             signatures.append(None)
-            contents.append(blank)
-    found = find_duplicates(
+        else:
+            phashes.append(found[0])
+            thumbs.append(found[1])
+            signatures.append(found[2])
+    report = find_duplicates(
         [None] * len(thumbs),  # exact copies are near copies at distance 0
         phashes,
         thumbs.__getitem__,
         signatures=signatures,
-        content=contents.__getitem__,
+        content=lambda i: _file_content(paths[i]),
         max_hamming=max_hamming,
         min_correlation=min_correlation,
         min_detail=min_detail,
+        only_across=splits,
     )
     pairs = [
         {
@@ -281,7 +331,7 @@ def cross_split_copies(
             "detail": p.detail,
             "aligned": p.aligned,
         }
-        for p in found.pairs
+        for p in report.pairs
         if splits[p.a] != splits[p.b]
     ]
     return pairs, missing

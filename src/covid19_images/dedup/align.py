@@ -124,13 +124,19 @@ def aligned_score(
     best = (0.0, 0.0)
 
     def both_ways(forward: np.ndarray) -> tuple[float, float]:
-        found = (0.0, 0.0)
-        backward = cv2.invertAffineTransform(forward)
-        for ref, moving, matrix in ((a, b, forward), (b, a, backward)):
-            score, overlap = _score(cv2, ref, moving, matrix)
-            if overlap >= MIN_OVERLAP and (score, overlap) > found:
-                found = (score, overlap)
-        return found
+        # Scored on the coarser of the two grids: the finer image is shrunk onto it, never the
+        # coarser one enlarged (an enlarged image has no fine detail left to agree on).
+        in_a, overlap_a = _score(cv2, a, b, forward)
+        in_b, overlap_b = _score(cv2, b, a, cv2.invertAffineTransform(forward))
+        overlap = max(overlap_a, overlap_b)
+        if overlap < MIN_OVERLAP:
+            return (0.0, overlap)
+        area = abs(float(np.linalg.det(forward[:, :2])))  # b's pixels, as a's
+        if area < 0.8:
+            return (in_a, overlap)
+        if area > 1.25:
+            return (in_b, overlap)
+        return (max(in_a, in_b), overlap)
 
     for hypothesis in hypotheses:
         found = both_ways(hypothesis.astype(np.float32))

@@ -189,6 +189,7 @@ def find_duplicates(
     min_correlation: float = DEFAULT_MIN_CORRELATION,
     min_detail: float = DEFAULT_MIN_DETAIL,
     min_aligned: float = DEFAULT_MIN_ALIGNED,
+    only_across: Sequence[str] | None = None,
 ) -> DuplicateReport:
     """Exact and confirmed near duplicates among images given by their hashes.
 
@@ -208,6 +209,8 @@ def find_duplicates(
         min_detail: Smallest correlation of the thumbnails' detail that confirms it too.
         min_aligned: Smallest aligned block-detail score that confirms a candidate the
             whole-frame test rejects.
+        only_across: A group (split) per image: only pairs of different groups are tested
+            (what an audit of splits needs).
 
     Example:
         >>> thumbs = [np.eye(8) * 100, np.eye(8) * 200, np.fliplr(np.eye(8)) * 100]
@@ -274,15 +277,20 @@ def find_duplicates(
             contents[i] = content(i)
         return contents[i]
 
-    for (i, j), views in sorted(candidates.items()):
-        if (i, j) in exact_pairs:
+    # Closest first; a pair already joined through other copies needs no test of its own.
+    ordered = sorted(
+        ((_closest(i, j, frame_hash, signatures), i, j) for i, j in candidates), key=lambda c: c
+    )
+    for distance, i, j in ordered:
+        views = candidates[(i, j)]
+        if (i, j) in exact_pairs or find(i) == find(j):
             continue
-        distance = _closest(i, j, frame_hash, signatures)
+        if only_across is not None and only_across[i] == only_across[j]:
+            continue
         (ti, di), (tj, dj) = thumb(i), thumb(j)
         correlation = float(np.dot(ti, tj))  # Pearson correlation of standardised vectors
         fine = float(np.dot(di, dj))
-        whole = i not in bordered and j not in bordered
-        if whole and correlation >= min_correlation and fine >= min_detail:
+        if correlation >= min_correlation and fine >= min_detail:
             pairs.append(Pair(i, j, distance, round(correlation, 4), round(fine, 4), False))
             union(i, j)
             continue

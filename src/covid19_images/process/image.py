@@ -31,10 +31,10 @@ import numpy as np
 import scipy.fftpack  # imagehash needs it: its phash DCT
 from PIL import Image, UnidentifiedImageError
 
-from covid19_images.process.signature import Signature, compute_signature
+from covid19_images.process.signature import Signature, compute_signature, content_thumbnail
 
 THUMB = 64
-"""Side of the whole-frame thumbnail kept for pixel-level duplicate checks."""
+"""Side of the content thumbnail compared by the whole-content duplicate test."""
 
 _MAGIC = {
     b"\xff\xd8\xff": "JPEG",
@@ -82,7 +82,8 @@ class Decoded:
     copies: dict[int, np.ndarray] = field(default_factory=dict)
     """Square uint8 greyscale copies by side length."""
     thumb: np.ndarray | None = None
-    """The whole frame squeezed to THUMB x THUMB (aspect not kept), for comparing copies."""
+    """The content (the frame without uniform borders) squeezed to THUMB x THUMB (aspect not
+    kept), for comparing copies."""
     signature: Signature | None = None
     """View hashes, content box and keypoints, for finding copies (:mod:`covid19_images.dedup`)."""
     content: np.ndarray | None = None
@@ -185,10 +186,10 @@ def decode_image(
     }
     # Copies of an image across collections are often resized without keeping the aspect ratio
     # (the COVID-19 Radiography Database squeezes everything to 299 x 299): the thumbnail and
-    # the perceptual hash (of the frame box-reduced to 256 px: the signature's first view)
-    # compare whole frames squeezed to a square, like that.
-    thumb = np.asarray(frame.resize((THUMB, THUMB), Image.Resampling.BOX))
+    # the perceptual hash (of the frame box-reduced to about 256 px: the signature's first view)
+    # compare contents and whole frames squeezed to a square, like that.
     signature, content = compute_signature(frame)
+    thumb = content_thumbnail(content, THUMB)
     return Decoded(
         width=width,
         height=height,

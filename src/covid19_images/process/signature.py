@@ -11,12 +11,13 @@ A :class:`Signature` holds three things, all computed from one decode:
 - **View hashes**: 64-bit DCT hashes of the whole frame, of the content, and of the content's
   centre at 80 %, 64 % and 50 % (each squeezed to a square, so a copy resized without keeping
   its aspect ratio hashes alike). A symmetric crop of a film is another film's centre view.
-- **Keypoints**: up to :data:`KEYPOINTS` SIFT keypoints of the content at 128 px (upright,
+- **Keypoints**: up to :data:`KEYPOINTS` SIFT keypoints of the content at 96 px (upright,
   RootSIFT descriptors reduced to 64 bits by fixed random hyperplanes), with their positions.
   A copy cropped on one side shares its keypoints with the original, at the same places up to a
   scale and a shift.
 
-The content itself (long side :data:`CONTENT` px) is written beside the signature, so that a
+The content itself (long side :data:`CONTENT` px, or its own size when smaller: it is never
+enlarged) is written beside the signature, so that a
 candidate pair can be aligned and compared on pixels (:mod:`covid19_images.dedup.align`).
 """
 
@@ -34,6 +35,8 @@ CONTENT = 256
 """Long side of the content image kept for aligned comparison."""
 KEYPOINTS = 48
 """Most keypoints kept per image (the strongest)."""
+KEYPOINT_SIDE = 96
+"""Long side of the content when its keypoints are found."""
 ZOOMS = (0.8, 0.64, 0.5)
 """Centre views of the content, as fractions of its sides, hashed besides the whole content."""
 VIEWS = ("frame", "content", *(f"centre-{z}" for z in ZOOMS))
@@ -104,8 +107,9 @@ def dct_hash(pixels: np.ndarray) -> int:
 def content_box(frame: Image.Image) -> tuple[float, float, float, float]:
     """The frame without uniform edge lines, as fractions (left, top, right, bottom).
 
-    An edge line is uniform when at least 98 % of its pixels lie within 12 grey levels of its
-    median; lines are trimmed from every side in turn until none is uniform, so a white border
+    Give it a small frame (a few hundred pixels: the work is per line). An edge line is uniform
+    when at least 98 % of its pixels lie within 12 grey levels of its median; lines are trimmed
+    from every side in turn until none is uniform, so a white border
     around a black one goes too. At least an eighth of each side always stays.
 
     Example:
@@ -115,8 +119,7 @@ def content_box(frame: Image.Image) -> tuple[float, float, float, float]:
         >>> [round(v, 2) for v in content_box(img)]
         [0.25, 0.25, 0.75, 0.75]
     """
-    small = frame if max(frame.size) <= _WORK else _reduced(frame, _WORK)
-    a = np.asarray(small, dtype=np.int16)
+    a = np.asarray(frame, dtype=np.int16)
     h, w = a.shape
     top, bottom, left, right = 0, h, 0, w
     min_h, min_w = max(1, h // 8), max(1, w // 8)
@@ -139,13 +142,24 @@ def content_box(frame: Image.Image) -> tuple[float, float, float, float]:
 
 
 def _reduced(frame: Image.Image, side: int) -> Image.Image:
-    scale = side / max(frame.size)
-    size = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
-    return frame.resize(size, Image.Resampling.BOX, reducing_gap=2.0)
+    """``frame`` shrunk by box averaging so that its long side is at most about ``side``."""
+    factor = max(frame.size) // side
+    return frame.reduce(factor) if factor > 1 else frame
+
+
+def content_thumbnail(content: np.ndarray, side: int = 64) -> np.ndarray:
+    """The content squeezed to ``side`` x ``side`` (box averaging): the whole-content test's view.
+
+    Example:
+        >>> content_thumbnail(np.zeros((256, 200), np.uint8)).shape
+        (64, 64)
+    """
+    image = Image.fromarray(content)
+    return np.asarray(image.resize((side, side), Image.Resampling.BOX))
 
 
 def compute_signature(frame: Image.Image) -> tuple[Signature, np.ndarray]:
-    """The signature of an 8-bit grey frame, and its content image (long side :data:`CONTENT`).
+    """The signature of an 8-bit grey frame, and its content image (long side at most 256).
 
     Example:
         >>> frame = Image.linear_gradient("L").resize((300, 200)).rotate(20)
@@ -155,26 +169,49 @@ def compute_signature(frame: Image.Image) -> tuple[Signature, np.ndarray]:
     """
     import cv2  # OpenCV: SIFT keypoints
 
-    if frame.mode != "L":
-        frame = frame.convert("L")
-    left, top, right, bottom = content_box(frame)
-    w, h = frame.size
-    box = (left * w, top * h, right * w, bottom * h)
-    cw, ch = box[2] - box[0], box[3] - box[1]
-    scale = CONTENT / max(cw, ch)
-    size = (max(8, round(cw * scale)), max(8, round(ch * scale)))
-    content = frame.resize(size, Image.Resampling.BOX, box=box, reducing_gap=2.0)
-    whole = _reduced(frame, _WORK) if max(frame.size) > _WORK else frame
-    views = [_hash_of(whole, None)]
+    box, content, small = content_image(frame)
+    size = content.size
+    views = [_hash_of(small, None)]
     for zoom in (1.0, *ZOOMS):
         mx, my = size[0] * (1 - zoom) / 2, size[1] * (1 - zoom) / 2
         views.append(_hash_of(content, (mx, my, size[0] - mx, size[1] - my)))
     pixels = np.asarray(content)
-    half = cv2.resize(
-        pixels, (max(8, size[0] // 2), max(8, size[1] // 2)), interpolation=cv2.INTER_AREA
+    # Keypoints on the content at one scale whatever its size.
+    factor = KEYPOINT_SIDE / max(size)
+    scaled = cv2.resize(
+        pixels,
+        (max(8, round(size[0] * factor)), max(8, round(size[1] * factor))),
+        interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR,
     )
-    codes, points = _keypoints(cv2, half, CONTENT // 2)
-    return Signature((left, top, right, bottom), tuple(views), codes, points), pixels
+    codes, points = _keypoints(cv2, scaled, KEYPOINT_SIDE)
+    return Signature(box, tuple(views), codes, points), pixels
+
+
+def content_image(
+    frame: Image.Image,
+) -> tuple[tuple[float, float, float, float], Image.Image, Image.Image]:
+    """The content box, the content (long side at most 256 px) and the frame reduced to ~256 px.
+
+    Example:
+        >>> noise = np.random.default_rng(0).integers(0, 256, (600, 800), dtype=np.uint8)
+        >>> frame = Image.new("L", (1000, 600), 0)  # a black border 100 px wide left and right
+        >>> frame.paste(Image.fromarray(noise), (100, 0))
+        >>> box, content, small = content_image(frame)
+        >>> [round(v, 2) for v in box], content.size, small.size
+        ([0.1, 0.0, 0.9, 1.0], (256, 192), (334, 200))
+    """
+    if frame.mode != "L":
+        frame = frame.convert("L")
+    small = _reduced(frame, _WORK)
+    left, top, right, bottom = content_box(small)
+    w, h = frame.size
+    box = (left * w, top * h, right * w, bottom * h)
+    cw, ch = box[2] - box[0], box[3] - box[1]
+    # Never enlarged: an enlarged image has no fine detail, and the pixel test compares detail.
+    scale = min(1.0, CONTENT / max(cw, ch))
+    size = (max(8, round(cw * scale)), max(8, round(ch * scale)))
+    content = frame.resize(size, Image.Resampling.BOX, box=box, reducing_gap=2.0)
+    return (left, top, right, bottom), content, small
 
 
 def _hash_of(image: Image.Image, box: tuple[float, float, float, float] | None) -> int:
@@ -188,6 +225,7 @@ _SIFT: Any = None
 def _keypoints(cv2: Any, pixels: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
     global _SIFT
     if _SIFT is None:
+        cv2.setNumThreads(1)  # one image per process: threads would only compete
         _SIFT = cv2.SIFT_create(nfeatures=KEYPOINTS, contrastThreshold=0.02)
     found = sorted(_SIFT.detect(pixels, None), key=lambda k: -k.response)[:KEYPOINTS]
     for k in found:
