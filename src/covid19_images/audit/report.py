@@ -31,7 +31,6 @@ from covid19_images.process.signature import (
     Signature,
     compute_signature,
     content_image,
-    content_thumbnail,
 )
 
 
@@ -249,16 +248,16 @@ class FileSignatures:
         self._by_digest: dict[str, tuple[str, np.ndarray, Signature]] = {}
 
     def get(self, path: Path) -> tuple[str, np.ndarray, Signature] | None:
-        """(perceptual hash, content thumbnail, signature) of the image file; None if unreadable."""
+        """(perceptual hash, frame thumbnail, signature) of the image file; None if unreadable."""
         try:
             data = path.read_bytes()
             digest = hashlib.sha256(data).hexdigest()
             if digest not in self._by_digest:
                 with Image.open(io.BytesIO(data)) as img:
-                    signature, content = compute_signature(img.convert("L"))
+                    signature, _, small = compute_signature(img.convert("L"))
                 self._by_digest[digest] = (
                     f"{signature.views[0]:016x}",
-                    content_thumbnail(content, THUMB),
+                    np.asarray(small.resize((THUMB, THUMB), Image.Resampling.BOX)),
                     signature,
                 )
             return self._by_digest[digest]

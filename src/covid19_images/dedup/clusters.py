@@ -27,7 +27,7 @@ from covid19_images.dedup.near import (
 )
 from covid19_images.problems import ProblemLog
 from covid19_images.process.pipeline import output_dir
-from covid19_images.process.signature import Signature, content_thumbnail
+from covid19_images.process.signature import Signature
 from covid19_images.records import Record
 
 
@@ -92,7 +92,7 @@ def deduplicate(
     report = find_duplicates(
         [r.sha256_pixels for r in records],
         [r.phash for r in records],
-        lambda i: content_thumbnail(image(i, "content.png")),
+        lambda i: image(i, "thumb.png"),
         signatures=[_signature(cache, r) for r in records],
         content=lambda i: image(i, "content.png"),
         max_hamming=max_hamming,

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import combinations
 
 import numpy as np
@@ -35,7 +36,7 @@ from covid19_images.dedup.align import (
     keypoint_map,
     view_region,
 )
-from covid19_images.process.signature import Signature
+from covid19_images.process.signature import Signature, content_thumbnail
 
 DEFAULT_MAX_HAMMING = 12
 DEFAULT_MIN_CORRELATION = 0.95
@@ -269,28 +270,63 @@ def find_duplicates(
             thumbs[i] = (_standardised(pixels), _standardised(detail(pixels)))
         return thumbs[i]
 
-    contents: dict[int, np.ndarray] = {}
+    raw: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
+    def frame_part(i: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The whole-frame thumbnail and its detail inside ``mask``, standardised."""
+        if i not in raw:
+            pixels = thumbnail(i).astype(np.float64)
+            raw[i] = (pixels, detail(pixels))
+        pixels, fine = raw[i]
+        return _standardised(pixels[mask]), _standardised(fine[mask])
+
+    @lru_cache(maxsize=4096)  # bounded: a large build holds only the recent candidates' contents
     def content_of(i: int) -> np.ndarray:
-        if i not in contents:
-            assert content is not None
-            contents[i] = content(i)
-        return contents[i]
+        assert content is not None
+        return content(i)
+
+    @lru_cache(maxsize=4096)
+    def content_thumb(i: int) -> tuple[np.ndarray, np.ndarray]:
+        pixels = content_thumbnail(content_of(i)).astype(np.float64)
+        return _standardised(pixels), _standardised(detail(pixels))
 
     # Closest first; a pair already joined through other copies needs no test of its own.
-    ordered = sorted(
-        ((_closest(i, j, frame_hash, signatures), i, j) for i, j in candidates), key=lambda c: c
-    )
+    ordered = sorted((_closest(i, j, frame_hash, signatures), i, j) for i, j in candidates)
     for distance, i, j in ordered:
         views = candidates[(i, j)]
         if (i, j) in exact_pairs or find(i) == find(j):
             continue
         if only_across is not None and only_across[i] == only_across[j]:
             continue
-        (ti, di), (tj, dj) = thumb(i), thumb(j)
-        correlation = float(np.dot(ti, tj))  # Pearson correlation of standardised vectors
-        fine = float(np.dot(di, dj))
-        if correlation >= min_correlation and fine >= min_detail:
+        # The whole-frame test, unless a wide border makes whole frames alike; then the same
+        # test on the contents (the frames without their uniform borders).
+        tests = []
+        if signatures is None or signatures[i] is None or signatures[j] is None:
+            tests.append((thumb(i), thumb(j)))
+        else:
+            shared = _shared_content(
+                signatures[i].box,  # type: ignore[union-attr]
+                signatures[j].box,  # type: ignore[union-attr]
+                thumbnail(i).shape,
+            )
+            if shared is not None:
+                tests.append((frame_part(i, shared), frame_part(j, shared)))
+        if (
+            content is not None
+            and signatures is not None
+            and signatures[i] is not None
+            and signatures[j] is not None
+        ):
+            tests.append((content_thumb(i), content_thumb(j)))
+        correlation, fine = (
+            max((float(np.dot(ti, tj)), float(np.dot(di, dj))) for (ti, di), (tj, dj) in tests)
+            if tests
+            else (0.0, 0.0)
+        )
+        if any(
+            np.dot(ti, tj) >= min_correlation and np.dot(di, dj) >= min_detail
+            for (ti, di), (tj, dj) in tests
+        ):
             pairs.append(Pair(i, j, distance, round(correlation, 4), round(fine, 4), False))
             union(i, j)
             continue
@@ -353,7 +389,41 @@ def _view_candidates(
 
 
 FRAMED = 0.9
-"""An image whose content box spans less than this share of its width or height is bordered."""
+"""An image whose content box spans less than this share of its width or height is bordered:
+its whole-frame hash (mostly border) makes no candidates."""
+_EDGE = 3
+"""Thumbnail pixels next to a content edge left out of the whole-frame test (the detail's blur
+reaches that far)."""
+
+
+def _shared_content(
+    a: tuple[float, float, float, float],
+    b: tuple[float, float, float, float],
+    shape: tuple[int, ...] = (64, 64),
+) -> np.ndarray | None:
+    """Thumbnail pixels inside both content boxes (less their edges); None when under half.
+
+    The whole-frame test compares only what both frames show as content, so that two films
+    framed by the same uniform border do not look alike through it.
+
+    Example:
+        >>> _shared_content((0.0, 0.0, 1.0, 1.0), (0.0, 0.0, 1.0, 1.0)).mean()
+        np.float64(1.0)
+        >>> _shared_content((0.2, 0.2, 0.8, 0.8), (0.2, 0.2, 0.8, 0.8)) is None
+        True
+    """
+    h, w = shape[:2]
+    left, top = max(a[0], b[0]), max(a[1], b[1])
+    right, bottom = min(a[2], b[2]), min(a[3], b[3])
+    mask = np.zeros((h, w), dtype=bool)
+    x0 = round(left * w) + (_EDGE if left > 0.005 else 0)
+    y0 = round(top * h) + (_EDGE if top > 0.005 else 0)
+    x1 = round(right * w) - (_EDGE if right < 0.995 else 0)
+    y1 = round(bottom * h) - (_EDGE if bottom < 0.995 else 0)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    mask[y0:y1, x0:x1] = True
+    return mask if mask.mean() >= 0.5 else None
 
 
 def framed(signature: Signature) -> bool:

@@ -31,10 +31,10 @@ import numpy as np
 import scipy.fftpack  # imagehash needs it: its phash DCT
 from PIL import Image, UnidentifiedImageError
 
-from covid19_images.process.signature import Signature, compute_signature, content_thumbnail
+from covid19_images.process.signature import Signature, compute_signature
 
 THUMB = 64
-"""Side of the content thumbnail compared by the whole-content duplicate test."""
+"""Side of the whole-frame thumbnail kept for pixel-level duplicate checks."""
 
 _MAGIC = {
     b"\xff\xd8\xff": "JPEG",
@@ -82,8 +82,7 @@ class Decoded:
     copies: dict[int, np.ndarray] = field(default_factory=dict)
     """Square uint8 greyscale copies by side length."""
     thumb: np.ndarray | None = None
-    """The content (the frame without uniform borders) squeezed to THUMB x THUMB (aspect not
-    kept), for comparing copies."""
+    """The whole frame squeezed to THUMB x THUMB (aspect not kept), for comparing copies."""
     signature: Signature | None = None
     """View hashes, content box and keypoints, for finding copies (:mod:`covid19_images.dedup`)."""
     content: np.ndarray | None = None
@@ -188,8 +187,8 @@ def decode_image(
     # (the COVID-19 Radiography Database squeezes everything to 299 x 299): the thumbnail and
     # the perceptual hash (of the frame box-reduced to about 256 px: the signature's first view)
     # compare contents and whole frames squeezed to a square, like that.
-    signature, content = compute_signature(frame)
-    thumb = content_thumbnail(content, THUMB)
+    signature, content, small = compute_signature(frame)
+    thumb = np.asarray(small.resize((THUMB, THUMB), Image.Resampling.BOX))
     return Decoded(
         width=width,
         height=height,

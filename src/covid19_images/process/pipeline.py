@@ -33,8 +33,8 @@ from covid19_images.records import Record
 PROCESS_VERSION = 4
 """Bump when what is written for an image changes (pixels or file bytes): every key changes.
 
-4: ``content.png`` (instead of ``thumb.png``) and the copy-search signature in ``meta.json``; the
-perceptual hash of the frame reduced to about 256 px.
+4: ``content.png`` and the copy-search signature in ``meta.json``; the perceptual hash and the
+thumbnail of the frame reduced to about 256 px.
 3: the PNG copies are written by :func:`~covid19_images.process.image.encode_png` (same pixels,
 other bytes than Pillow's encoder).
 """
@@ -118,6 +118,8 @@ def _process_one(task: _Task) -> dict[str, Any]:
         if "error_kind" not in meta:
             for side, pixels in decoded.copies.items():
                 (tmp / f"{side}.png").write_bytes(encode_png(pixels))
+            if decoded.thumb is not None:
+                (tmp / "thumb.png").write_bytes(encode_png(decoded.thumb))
             if decoded.content is not None:
                 (tmp / "content.png").write_bytes(encode_png(decoded.content))
         (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")

@@ -158,12 +158,13 @@ def content_thumbnail(content: np.ndarray, side: int = 64) -> np.ndarray:
     return np.asarray(image.resize((side, side), Image.Resampling.BOX))
 
 
-def compute_signature(frame: Image.Image) -> tuple[Signature, np.ndarray]:
-    """The signature of an 8-bit grey frame, and its content image (long side at most 256).
+def compute_signature(frame: Image.Image) -> tuple[Signature, np.ndarray, Image.Image]:
+    """The signature of an 8-bit grey frame, its content (long side at most 256 px) and the
+    frame reduced to about 256 px (see :func:`content_image`).
 
     Example:
         >>> frame = Image.linear_gradient("L").resize((300, 200)).rotate(20)
-        >>> signature, content = compute_signature(frame)
+        >>> signature, content, small = compute_signature(frame)
         >>> len(signature.views), content.dtype.name, max(content.shape)
         (5, 'uint8', 256)
     """
@@ -184,7 +185,7 @@ def compute_signature(frame: Image.Image) -> tuple[Signature, np.ndarray]:
         interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR,
     )
     codes, points = _keypoints(cv2, scaled, KEYPOINT_SIDE)
-    return Signature(box, tuple(views), codes, points), pixels
+    return Signature(box, tuple(views), codes, points), pixels, small
 
 
 def content_image(
