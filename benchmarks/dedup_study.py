@@ -55,6 +55,7 @@ writes the JSON next to the table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -63,6 +64,7 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -206,15 +208,20 @@ def print_real(result: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# "ours": the package's copy finder. The ONE place that calls the package's dedup API; swap its
-# body when that API changes. Everything else only sees file paths in, index pairs out.
+# "ours": the package's copy finder. The ONE place that calls the package's dedup API; swap these
+# bodies when that API changes. Everything else only sees file paths in, index pairs out.
 # ---------------------------------------------------------------------------------------------
 
+OursDecoded = tuple[str, str, np.ndarray, Any, np.ndarray]
+_DECODED: dict[str, OursDecoded] = {}
+"""Each file decoded once (path -> what :func:`find_duplicates` needs), filled by
+:func:`ours_decode_all`; every run of :func:`ours` on any subset only looks files up here."""
 
-def _ours_decode(path: Path) -> tuple[str, str, np.ndarray, Any, np.ndarray]:
+
+def _ours_decode(path: Path) -> OursDecoded:
     from covid19_images.process.image import decode_image
 
-    decoded = decode_image(path, sizes=(224,))
+    decoded = decode_image(path, sizes=(224, 512))  # the build's sizes: the same reduced decode
     assert decoded.thumb is not None and decoded.content is not None
     return (
         decoded.sha256_pixels,
@@ -225,11 +232,26 @@ def _ours_decode(path: Path) -> tuple[str, str, np.ndarray, Any, np.ndarray]:
     )
 
 
-def ours(paths: list[Path], workers: int = 1) -> list[tuple[int, int]]:
-    """Pairs of indices into ``paths`` that the package judges copies of one film."""
+def ours_decode_all(paths: list[Path], workers: int = 1) -> None:
+    """Decode every file not decoded yet, in ``workers`` processes, into the module's cache."""
+    todo = [str(path) for path in dict.fromkeys(paths) if str(path) not in _DECODED]
+    for path, decoded in zip(
+        todo, _map(_ours_decode, [Path(p) for p in todo], workers), strict=True
+    ):
+        _DECODED[path] = decoded
+
+
+def ours(
+    paths: list[Path], workers: int = 1
+) -> tuple[list[tuple[int, int]], dict[tuple[int, int], dict[str, float]]]:
+    """Pairs of indices into ``paths`` that the package judges copies of one film, and the
+    candidate pairs it tested and rejected, with their numbers (keys ``(a, b)``, ``a < b``).
+
+    Files come from the decode cache (decoded here first if missing, never twice)."""
     from covid19_images.dedup.near import find_duplicates
 
-    decoded = _map(_ours_decode, paths, workers)
+    ours_decode_all(paths, workers)
+    decoded = [_DECODED[str(path)] for path in paths]
     report = find_duplicates(
         [d[0] for d in decoded],
         [d[1] for d in decoded],
@@ -237,7 +259,16 @@ def ours(paths: list[Path], workers: int = 1) -> list[tuple[int, int]]:
         signatures=[d[3] for d in decoded],
         content=lambda i: decoded[i][4],
     )
-    return [(pair.a, pair.b) for pair in report.pairs]
+    rejected = {
+        (min(p.a, p.b), max(p.a, p.b)): {
+            "hamming": int(p.hamming),
+            "correlation": float(p.correlation),
+            "detail": float(p.detail),
+            "aligned": float(p.aligned),
+        }
+        for p in report.rejected
+    }
+    return [(pair.a, pair.b) for pair in report.pairs], rejected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -753,104 +784,163 @@ def _make_files(task: tuple[int, str, str, int, int]) -> list[tuple[int, str, st
 
 
 # ---------------------------------------------------------------------------------------------
-# Methods compared: each takes the folder and its files, returns index pairs (or why not).
+# Methods compared. Each decodes or hashes every file ONCE (``prepare``), then ``find`` runs its
+# search on any subset of the files: all of them (pooled) or one transformation's (isolated).
 # ---------------------------------------------------------------------------------------------
+
+Found = tuple[list[tuple[int, int]], dict[tuple[int, int], dict[str, float]] | None]
+"""Pairs of indices into all files, and (ours only) the rejected candidates with their numbers."""
 
 
 @dataclass
-class MethodRun:
+class Method:
     name: str
-    pairs: list[tuple[int, int]] | None
-    seconds: float
+    find: Callable[[list[int]], Found] | None
+    """Runs the method on the files at these indices (None: the method is not available)."""
+    prepare_seconds: float = 0.0
     note: str = ""
+    check: Callable[[list[int]], str] | None = None
+    """Run once, untimed, on one isolated subset: checks a shortcut ``find`` takes."""
 
 
-def run_ours(paths: list[Path], folder: Path, workers: int) -> list[MethodRun]:
+def run_ours(paths: list[Path], folder: Path, workers: int) -> list[Method]:
     start = time.perf_counter()
     try:
-        pairs = ours(paths, workers)
+        ours_decode_all(paths, workers)
     except ImportError as exc:
-        return [MethodRun("ours", None, 0.0, f"not available: {exc}")]
-    return [MethodRun("ours", pairs, time.perf_counter() - start)]
+        return [Method("ours", None, note=f"not available: {exc}")]
+    prepared = time.perf_counter() - start
+
+    def find(indices: list[int]) -> Found:
+        pairs, rejected = ours([paths[i] for i in indices], workers)
+        back = indices.__getitem__
+        return (
+            [(back(a), back(b)) for a, b in pairs],
+            {(back(a), back(b)): numbers for (a, b), numbers in rejected.items()},
+        )
+
+    return [Method("ours", find, prepared, "each file decoded once (build sizes 224, 512)")]
 
 
 IMAGEDEDUP_THRESHOLDS = (10, 15)  # imagededup's default max_distance_threshold, and a looser one
 
 
-def run_imagededup(paths: list[Path], folder: Path, workers: int) -> list[MethodRun]:
+def run_imagededup(paths: list[Path], folder: Path, workers: int) -> list[Method]:
     start = time.perf_counter()
     try:
         from imagededup.methods import PHash  # imports torch: timed apart
     except ImportError:
         return [
-            MethodRun(f"imagededup-{t}", None, 0.0, "not installed") for t in IMAGEDEDUP_THRESHOLDS
+            Method(f"imagededup-{t}", None, note="not installed") for t in IMAGEDEDUP_THRESHOLDS
         ]
     imported = time.perf_counter() - start
     for name in list(logging.root.manager.loggerDict):
         if name.startswith("imagededup"):  # it logs every search at INFO on stderr
             logging.getLogger(name).setLevel(logging.WARNING)
-    index = {path.name: i for i, path in enumerate(paths)}
     hasher = PHash(verbose=False)
     start = time.perf_counter()
-    encodings = hasher.encode_images(image_dir=folder, num_enc_workers=workers)
+    encodings = hasher.encode_images(image_dir=folder, num_enc_workers=workers)  # once, all files
     encoded = time.perf_counter() - start
+    names = [path.name for path in paths]
+    index = {name: i for i, name in enumerate(names)}
     failed = sorted(name for name, value in encodings.items() if not value)
-    encodings = {name: value for name, value in encodings.items() if value}
-    runs = []
-    for threshold in IMAGEDEDUP_THRESHOLDS:
-        start = time.perf_counter()
-        with warnings.catch_warnings():  # "num_enc_workers has no effect", though not given
-            warnings.simplefilter("ignore", RuntimeWarning)
-            found = hasher.find_duplicates(
-                encoding_map=encodings,
-                max_distance_threshold=threshold,
-                num_dist_workers=workers,
-            )
-        pairs = {
-            (min(index[a], index[b]), max(index[a], index[b]))
-            for a, others in found.items()
-            for b in others
-        }
-        note = f"hashing {encoded:.1f} s (+ import {imported:.1f} s, not counted)"
-        if failed:
-            note += f"; {len(failed)} files not hashed"
-        runs.append(
-            MethodRun(
-                f"imagededup-{threshold}",
-                sorted(pairs),
-                encoded + time.perf_counter() - start,
-                note,
-            )
-        )
-    return runs
+    note = f"hashed once (+ import {imported:.1f} s, not counted)"
+    if failed:
+        note += f"; {len(failed)} files not hashed"
+
+    def finder(threshold: int) -> Callable[[list[int]], Found]:
+        def find(indices: list[int]) -> Found:
+            subset = {names[i]: encodings[names[i]] for i in indices if encodings.get(names[i])}
+            with warnings.catch_warnings():  # "num_enc_workers has no effect", though not given
+                warnings.simplefilter("ignore", RuntimeWarning)
+                found = hasher.find_duplicates(
+                    encoding_map=subset,
+                    max_distance_threshold=threshold,
+                    # A process pool only pays off on the pooled set.
+                    num_dist_workers=workers if len(subset) > 2000 else 0,
+                )
+            pairs = {
+                (min(index[a], index[b]), max(index[a], index[b]))
+                for a, others in found.items()
+                for b in others
+            }
+            return sorted(pairs), None
+
+        return find
+
+    return [Method(f"imagededup-{t}", finder(t), encoded, note) for t in IMAGEDEDUP_THRESHOLDS]
 
 
-def run_cleanvision(paths: list[Path], folder: Path, workers: int) -> list[MethodRun]:
+def _cleanvision_sets(files: list[str], workers: int) -> list[list[str]]:
+    """cleanvision's near and exact duplicate sets of ``files`` (near sets that equal an exact
+    set are dropped from ``near_duplicates``: both are taken)."""
+    from cleanvision import Imagelab
+
+    lab = Imagelab(filepaths=files, verbose=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        lab.find_issues({"near_duplicates": {}}, n_jobs=workers, verbose=False)
+    sets: list[list[str]] = (
+        lab.info["near_duplicates"]["sets"] + lab.info["exact_duplicates"]["sets"]
+    )
+    return sets
+
+
+def run_cleanvision(paths: list[Path], folder: Path, workers: int) -> list[Method]:
+    """cleanvision run once, on all files; a subset's result is read off that run.
+
+    cleanvision 0.3.x (``issue_managers/duplicate_issue_manager.py``) hashes each image on its
+    own (near: ``imagehash.phash``, 8 x 8; exact: md5 of the pixels) and makes each set from the
+    images sharing one hash string: two images are in one set exactly when their own hashes are
+    equal, whatever else the folder holds. So the pairs it reports on a subset are the pairs of the
+    whole run with both images in the subset. ``check`` runs cleanvision on one subset itself and
+    compares.
+    """
     start = time.perf_counter()
     try:
-        from cleanvision import Imagelab
+        from cleanvision import Imagelab  # noqa: F401  (timed apart)
     except ImportError:
-        return [MethodRun("cleanvision", None, 0.0, "not installed")]
+        return [Method("cleanvision", None, note="not installed")]
     imported = time.perf_counter() - start
-    index = {path.name: i for i, path in enumerate(paths)}
     start = time.perf_counter()
-    lab = Imagelab(data_path=str(folder), verbose=False)
-    lab.find_issues({"near_duplicates": {}}, n_jobs=workers, verbose=False)
-    # Near sets that equal an exact set are dropped from "near_duplicates": take both.
-    sets = lab.info["near_duplicates"]["sets"] + lab.info["exact_duplicates"]["sets"]
-    pairs = {
-        (
-            min(index[Path(a).name], index[Path(b).name]),
-            max(index[Path(a).name], index[Path(b).name]),
+    files = [str(path.resolve()) for path in paths]
+    index = {path: i for i, path in enumerate(files)}
+    groups = [sorted(index[f] for f in group) for group in _cleanvision_sets(files, workers)]
+    in_groups: dict[int, list[int]] = defaultdict(list)
+    for g, group in enumerate(groups):
+        for i in group:
+            in_groups[i].append(g)
+    prepared = time.perf_counter() - start
+
+    def find(indices: list[int]) -> Found:
+        chosen = set(indices)
+        touched = {g for i in indices for g in in_groups.get(i, [])}
+        pairs = {
+            pair for g in touched for pair in combinations([i for i in groups[g] if i in chosen], 2)
+        }
+        return sorted(pairs), None
+
+    def check(indices: list[int]) -> str:
+        own = _cleanvision_sets([files[i] for i in indices], workers)
+        direct = {
+            (min(index[a], index[b]), max(index[a], index[b]))
+            for group in own
+            for a, b in combinations(group, 2)
+        }
+        read_off = set(find(indices)[0])
+        if direct != read_off:
+            raise AssertionError("cleanvision run on a subset differs from the pooled run's")
+        return (
+            f"checked: run on a subset of {len(indices)} files itself, the same {len(direct)} pairs"
         )
-        for group in sets
-        for a, b in combinations(group, 2)
-    }
-    note = f"identical 64-bit pHash, exact sets included (+ import {imported:.1f} s, not counted)"
-    return [MethodRun("cleanvision", sorted(pairs), time.perf_counter() - start, note)]
+
+    note = (
+        f"identical 64-bit pHash, exact sets included; hashed once, a subset's sets read off the "
+        f"whole run (+ import {imported:.1f} s, not counted)"
+    )
+    return [Method("cleanvision", find, prepared, note, check)]
 
 
-METHODS: dict[str, Callable[[list[Path], Path, int], list[MethodRun]]] = {
+METHODS: dict[str, Callable[[list[Path], Path, int], list[Method]]] = {
     "ours": run_ours,
     "imagededup": run_imagededup,
     "cleanvision": run_cleanvision,
@@ -861,31 +951,12 @@ METHODS: dict[str, Callable[[list[Path], Path, int], list[MethodRun]]] = {
 # Scoring.
 # ---------------------------------------------------------------------------------------------
 
+FAMILY = {t.name: t.family for t in TRANSFORMS}
+STRENGTH = {t.name: t.strength for t in TRANSFORMS}
 
-def score(
-    run: MethodRun,
-    files: list[tuple[int, str, str]],
-    hard: dict[tuple[int, int], set[str]],
-    position: dict[int, int],
-    originals: list[Original],
-    corr: np.ndarray,
-    corr_detail: np.ndarray,
-) -> dict[str, Any]:
-    """Recall per transformation / family / strength, false merges and time of one method."""
-    if run.pairs is None:
-        return {"status": run.note}
-    labels = _components(len(files), run.pairs)
-    original_file = {o: i for i, (o, t, _) in enumerate(files) if t == "original"}
-    family = {t.name: t.family for t in TRANSFORMS}
-    strength = {t.name: t.strength for t in TRANSFORMS}
-    reported = {(min(a, b), max(a, b)) for a, b in run.pairs}
-    hits: dict[str, list[int]] = defaultdict(list)
-    direct_hits: dict[str, list[int]] = defaultdict(list)
-    for i, (o, t, _) in enumerate(files):
-        if t != "original":
-            j = original_file[o]
-            hits[t].append(int(labels[i] == labels[j]))
-            direct_hits[t].append(int((min(i, j), max(i, j)) in reported))
+
+def _rates(hits: dict[str, list[int]]) -> dict[str, Any]:
+    """Recall per transformation, family, family/strength and strength, and over all copies."""
 
     def rate(groups: dict[str, list[int]]) -> dict[str, float]:
         return {k: round(sum(v) / len(v), 4) for k, v in groups.items() if v}
@@ -894,16 +965,35 @@ def score(
     by_strength: dict[str, list[int]] = defaultdict(list)
     by_both: dict[str, list[int]] = defaultdict(list)
     for t, values in hits.items():
-        by_family[family[t]] += values
-        by_strength[strength[t]] += values
-        by_both[f"{family[t]}/{strength[t]}"] += values
+        by_family[FAMILY[t]] += values
+        by_strength[STRENGTH[t]] += values
+        by_both[f"{FAMILY[t]}/{STRENGTH[t]}"] += values
     all_hits = [v for values in hits.values() for v in values]
-    # The same pairs counted only when the method reported them itself (no chaining through
-    # other files): a method whose clusters chain everything together scores high recall above.
-    direct_family: dict[str, list[int]] = defaultdict(list)
-    for t, values in direct_hits.items():
-        direct_family[family[t]] += values
-    all_direct = [v for values in direct_hits.values() for v in values]
+    return {
+        "recall_all": round(sum(all_hits) / len(all_hits), 4) if all_hits else None,
+        "recall": rate(hits),
+        "recall_by_family": rate(by_family),
+        "recall_by_strength": rate(by_strength),
+        "recall_by_family_strength": rate(by_both),
+    }
+
+
+def score_pooled(
+    pairs: list[tuple[int, int]],
+    files: list[tuple[int, str, str]],
+    hard: dict[tuple[int, int], set[str]],
+    position: dict[int, int],
+    originals: list[Original],
+    corr: np.ndarray,
+    corr_detail: np.ndarray,
+) -> dict[str, Any]:
+    """Pooled run (all files in one set): recall (inflated by chaining) and false merges."""
+    labels = _components(len(files), pairs)
+    original_file = {o: i for i, (o, t, _) in enumerate(files) if t == "original"}
+    hits: dict[str, list[int]] = defaultdict(list)
+    for i, (o, t, _) in enumerate(files):
+        if t != "original":
+            hits[t].append(int(labels[i] == labels[original_file[o]]))
 
     members: dict[int, Counter[int]] = defaultdict(Counter)
     by_original: dict[int, list[tuple[int, str]]] = defaultdict(list)
@@ -919,13 +1009,6 @@ def score(
             for a, b in combinations(sorted(counts), 2):
                 merged.add((position[a], position[b]))
     hard_merged = {pair: hard[pair] for pair in merged if pair in hard}
-    # Pairs the method itself reported between files of different originals (before clustering).
-    origin = [position[o] for o, _, _ in files]
-    direct = {
-        (min(origin[a], origin[b]), max(origin[a], origin[b]))
-        for a, b in run.pairs
-        if origin[a] != origin[b]
-    }
     # Which files make the mixed clusters, and whether the two originals themselves were joined
     # (rather than only copies of them, e.g. two films framed by the same wide black border).
     mixed = {label for label, counts in members.items() if len(counts) > 1}
@@ -953,18 +1036,8 @@ def score(
         }
 
     return {
-        "status": "ok",
-        "note": run.note,
-        "seconds": round(run.seconds, 2),
-        "pairs_reported": len(run.pairs),
-        "recall_all": round(sum(all_hits) / len(all_hits), 4),
-        "recall": rate(hits),
-        "recall_by_family": rate(by_family),
-        "recall_by_strength": rate(by_strength),
-        "recall_by_family_strength": rate(by_both),
-        "recall_direct_all": round(sum(all_direct) / len(all_direct), 4),
-        "recall_direct": rate(direct_hits),
-        "recall_direct_by_family": rate(direct_family),
+        "pairs_reported": len(pairs),
+        **_rates(hits),
         "false_merges": len(merged),
         "false_merge_file_pairs": file_pairs,
         "hard_negative_merges": len(hard_merged),
@@ -973,16 +1046,119 @@ def score(
         },
         "false_merges_of_the_originals_themselves": len(themselves),
         "originals_themselves_close_to_reference": len(close),
-        "original_pairs_reported_directly": len(direct),
-        "file_pairs_reported_across_originals": sum(
-            1 for a, b in run.pairs if origin[a] != origin[b]
-        ),
         "originals_in_largest_cluster": max(len(counts) for counts in members.values()),
         "files_in_mixed_clusters_by_transform": dict(in_mixed.most_common()),
         "originals_themselves_merged": [describe(a, b) for a, b in themselves[:20]],
         "false_merge_examples": [
             describe(a, b) for a, b in sorted(merged, key=lambda p: -corr[p])[:20]
         ],
+    }
+
+
+CHECK_TRANSFORMS = ("copy-png", "jpeg-90", "resize-0.5x", "gamma-1.25", "text-marker-letter")
+
+
+def evaluate(
+    method: Method,
+    files: list[tuple[int, str, str]],
+    hard: dict[tuple[int, int], set[str]],
+    position: dict[int, int],
+    originals: list[Original],
+    corr: np.ndarray,
+    corr_detail: np.ndarray,
+) -> dict[str, Any]:
+    """One method: isolated runs (one per transformation), then the pooled run on all files."""
+    if method.find is None:
+        return {"status": method.note}
+    originals_at = [i for i, (_, t, _) in enumerate(files) if t == "original"]
+    file_of = {files[i][0]: i for i in originals_at}
+    copies: dict[str, list[int]] = defaultdict(list)
+    for i, (_, t, _) in enumerate(files):
+        if t != "original":
+            copies[t].append(i)
+
+    hits: dict[str, list[int]] = defaultdict(list)
+    merges_by_transform: dict[str, int] = {}
+    hard_by_kind: Counter[str] = Counter()
+    hard_total = 0
+    merged_pairs: set[tuple[int, int]] = set()
+    missed: dict[str, list[dict[str, Any]]] = {}
+    seconds = 0.0
+    for transform in TRANSFORMS:
+        name = transform.name
+        if not copies.get(name):
+            continue
+        indices = originals_at + copies[name]
+        start = time.perf_counter()
+        pairs, rejected = method.find(indices)
+        seconds += time.perf_counter() - start
+        local = {g: k for k, g in enumerate(indices)}
+        labels = _components(len(indices), [(local[a], local[b]) for a, b in pairs])
+        members: dict[int, set[int]] = defaultdict(set)
+        for k, g in enumerate(indices):
+            members[int(labels[k])].add(position[files[g][0]])
+        joined = {
+            pair
+            for group in members.values()
+            if len(group) > 1
+            for pair in combinations(sorted(group), 2)
+        }
+        merges_by_transform[name] = len(joined)
+        merged_pairs |= joined
+        for pair in joined:
+            if pair in hard:
+                hard_total += 1
+                hard_by_kind.update(hard[pair])
+        lost = []
+        for g in copies[name]:
+            o = files[g][0]
+            a = file_of[o]
+            found = bool(labels[local[a]] == labels[local[g]])
+            hits[name].append(int(found))
+            if found or rejected is None:
+                continue
+            numbers = rejected.get((min(a, g), max(a, g)))
+            with_other = sorted(
+                str(originals[p].path.name)
+                for p in members[int(labels[local[g]])]
+                if p != position[o]
+            )
+            lost.append(
+                {
+                    "original": files[a][2],
+                    "copy": files[g][2],
+                    "rejected": numbers,  # None: never a candidate
+                    "copy_joined_with": with_other[:3],
+                }
+            )
+        if lost:
+            missed[name] = lost[:20]
+
+    checked = ""
+    if method.check is not None:  # untimed: a mixed subset with exact and near copies
+        checked = method.check(originals_at + [i for t in CHECK_TRANSFORMS for i in copies[t]])
+    start = time.perf_counter()
+    pooled_pairs, _ = method.find(list(range(len(files))))
+    pooled_seconds = time.perf_counter() - start
+    pooled = score_pooled(pooled_pairs, files, hard, position, originals, corr, corr_detail)
+    return {
+        "status": "ok",
+        "note": "; ".join(x for x in (method.note, checked) if x),
+        "seconds": {
+            "prepare_once": round(method.prepare_seconds, 2),
+            "isolated_find": round(seconds, 2),
+            "pooled_find": round(pooled_seconds, 2),
+        },
+        "isolated": {
+            **_rates(hits),
+            "false_merges": sum(merges_by_transform.values()),
+            "false_merges_by_transform": {k: v for k, v in merges_by_transform.items() if v},
+            "false_merge_original_pairs_distinct": len(merged_pairs),
+            "hard_negative_merges": hard_total,
+            "hard_negative_merges_by_kind": {k: hard_by_kind[k] for k in HARD_KINDS},
+            "missed": missed,
+        },
+        "pooled": pooled,
     }
 
 
@@ -1014,8 +1190,10 @@ def study_generated(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
 
     methods: dict[str, Any] = {}
     for key in args.methods:
-        for run in METHODS[key](paths, folder, args.workers):
-            methods[run.name] = score(run, files, hard, position, subset, corr, corr_detail)
+        for method in METHODS[key](paths, folder, args.workers):
+            methods[method.name] = evaluate(
+                method, files, hard, position, subset, corr, corr_detail
+            )
     return {
         "originals": {
             **info,
@@ -1065,6 +1243,7 @@ def print_generated(result: dict[str, Any]) -> None:
     print(f"{result['files']} files; times (s): {result['seconds']}")
     methods = result["methods"]
     names = list(methods)
+    ok = [n for n in names if methods[n]["status"] == "ok"]
     width = max(len(t["name"]) for t in result["transforms"]) + 2
     cols = [max(12, len(n) + 2) for n in names]
 
@@ -1072,66 +1251,142 @@ def print_generated(result: dict[str, Any]) -> None:
         text = f"{label:<{width}}{family:<10}{strength:<10}{pairs!s:>6}"
         return text + "".join(f"{c:>{w}}" for c, w in zip(cells, cols, strict=True))
 
-    def cell(name: str, key: str, sub: str) -> str:
+    def cell(name: str, mode: str, key: str, sub: str) -> str:
         m = methods[name]
         if m["status"] != "ok":
             return "n/a"
-        value = m[key].get(sub)
+        value = m[mode][key].get(sub)
         return "-" if value is None else f"{value:.3f}"
-
-    print()
-    print(row("transformation", "family", "strength", "pairs", names))
-    for t in result["transforms"]:
-        cells = [cell(n, "recall", t["name"]) for n in names]
-        print(row(t["name"], t["family"], t["strength"], t["pairs"], cells))
-    print()
-    for family in dict.fromkeys(t["family"] for t in result["transforms"]):
-        cells = [cell(n, "recall_by_family", family) for n in names]
-        print(row(f"family {family}", "", "", "", cells))
-    for strength in ("mild", "moderate", "strong"):
-        cells = [cell(n, "recall_by_strength", strength) for n in names]
-        print(row(f"strength {strength}", "", "", "", cells))
 
     def summary(label: str, fn: Callable[[dict[str, Any]], str]) -> None:
         cells = [fn(methods[n]) if methods[n]["status"] == "ok" else "n/a" for n in names]
         print(row(label, "", "", "", cells))
 
+    families = list(dict.fromkeys(t["family"] for t in result["transforms"]))
+
+    def groups(mode: str, indent: str) -> None:
+        for family in families:
+            cells = [cell(n, mode, "recall_by_family", family) for n in names]
+            print(row(f"{indent}family {family}", "", "", "", cells))
+        for strength in ("mild", "moderate", "strong"):
+            cells = [cell(n, mode, "recall_by_strength", strength) for n in names]
+            print(row(f"{indent}strength {strength}", "", "", "", cells))
+        summary(f"{indent}all copies", lambda m: f"{m[mode]['recall_all']:.3f}")
+
+    print()
+    print(
+        "ISOLATED recall (the headline): each transformation T run on its own set, all originals "
+        "+ their T copies; the fraction of originals whose T copy is in one cluster with it"
+    )
+    print(row("transformation", "family", "strength", "pairs", names))
+    for t in result["transforms"]:
+        cells = [cell(n, "isolated", "recall", t["name"]) for n in names]
+        print(row(t["name"], t["family"], t["strength"], t["pairs"], cells))
+    print()
+    groups("isolated", "")
     pairs = info["used"] * (info["used"] - 1) // 2
-    summary("recall, all copies", lambda m: f"{m['recall_all']:.3f}")
-    print("Recall counting only pairs the method reported itself (no chaining through clusters)")
-    for family in dict.fromkeys(t["family"] for t in result["transforms"]):
-        cells = [cell(n, "recall_direct_by_family", family) for n in names]
-        print(row(f"  family {family}", "", "", "", cells))
-    summary("  all copies", lambda m: f"{m['recall_direct_all']:.3f}")
-    print(f"False merges: pairs of different originals (of {pairs}) with files in one cluster")
-    summary("  all", lambda m: str(m["false_merges"]))
-    summary(f"  hard negatives (of {hard['pairs']})", lambda m: str(m["hard_negative_merges"]))
+    print(
+        f"Isolated false merges: pairs of different originals (of {pairs}) in one cluster, "
+        f"summed over the {sum(1 for t in result['transforms'] if t['pairs'])} isolated sets"
+    )
+    summary("  all", lambda m: str(m["isolated"]["false_merges"]))
+    summary(
+        "  distinct original pairs",
+        lambda m: str(m["isolated"]["false_merge_original_pairs_distinct"]),
+    )
+    summary("  hard negatives", lambda m: str(m["isolated"]["hard_negative_merges"]))
     for kind in HARD_KINDS:
-        summary(f"    {kind}", lambda m, k=kind: str(m["hard_negative_merges_by_kind"][k]))
+        summary(
+            f"    {kind}", lambda m, k=kind: str(m["isolated"]["hard_negative_merges_by_kind"][k])
+        )
+    for name in ok:
+        worst = sorted(
+            methods[name]["isolated"]["false_merges_by_transform"].items(), key=lambda kv: -kv[1]
+        )[:6]
+        if worst:
+            print(f"  {name}, most: {', '.join(f'{t} {n}' for t, n in worst)}")
+
+    print()
+    print(
+        "POOLED run (all files in one set, each method run once): recall inflated by chaining "
+        "through other copies; false merges over all files"
+    )
+    groups("pooled", "  ")
+    print(
+        f"Pooled false merges: pairs of different originals (of {pairs}) with files in one cluster"
+    )
+    summary("  all", lambda m: str(m["pooled"]["false_merges"]))
     summary(
-        "  the two originals joined", lambda m: str(m["false_merges_of_the_originals_themselves"])
+        f"  hard negatives (of {hard['pairs']})", lambda m: str(m["pooled"]["hard_negative_merges"])
+    )
+    for kind in HARD_KINDS:
+        summary(
+            f"    {kind}", lambda m, k=kind: str(m["pooled"]["hard_negative_merges_by_kind"][k])
+        )
+    summary(
+        "  the two originals joined",
+        lambda m: str(m["pooled"]["false_merges_of_the_originals_themselves"]),
     )
     summary(
-        "    thumb>=.95, detail>=.55", lambda m: str(m["originals_themselves_close_to_reference"])
+        "    thumb>=.95, detail>=.55",
+        lambda m: str(m["pooled"]["originals_themselves_close_to_reference"]),
     )
-    summary("  reported directly", lambda m: str(m["original_pairs_reported_directly"]))
-    summary("  file pairs", lambda m: str(m["false_merge_file_pairs"]))
-    summary("originals in largest cluster", lambda m: str(m["originals_in_largest_cluster"]))
-    summary("time (s)", lambda m: f"{m['seconds']:.1f}")
+    summary("  file pairs", lambda m: str(m["pooled"]["false_merge_file_pairs"]))
+    summary(
+        "originals in largest cluster", lambda m: str(m["pooled"]["originals_in_largest_cluster"])
+    )
+    print("Time (s)")
+    summary("  decode/hash every file once", lambda m: f"{m['seconds']['prepare_once']:.1f}")
+    summary("  isolated runs (all)", lambda m: f"{m['seconds']['isolated_find']:.1f}")
+    summary("  pooled run", lambda m: f"{m['seconds']['pooled_find']:.1f}")
     for name in names:
         m = methods[name]
-        note = m.get("note") if m["status"] == "ok" else m["status"]
-        print(f"{name}: {note or '-'}")
-        if m["status"] != "ok" or not m["false_merges"]:
+        print(f"{name}: {(m.get('note') if m['status'] == 'ok' else m['status']) or '-'}")
+        if m["status"] != "ok" or not m["pooled"]["false_merges"]:
             continue
-        top = list(m["files_in_mixed_clusters_by_transform"].items())[:5]
-        print(f"  files in mixed clusters, most: {', '.join(f'{t} {n}' for t, n in top)}")
-        for pair in m["originals_themselves_merged"][:3]:
+        top = list(m["pooled"]["files_in_mixed_clusters_by_transform"].items())[:5]
+        print(f"  pooled, files in mixed clusters, most: {', '.join(f'{t} {n}' for t, n in top)}")
+        for pair in m["pooled"]["originals_themselves_merged"][:3]:
             print(
-                f"  joined: {Path(pair['a']).name} + {Path(pair['b']).name} "
+                f"  pooled, joined: {Path(pair['a']).name} + {Path(pair['b']).name} "
                 f"(thumb {pair['thumb_correlation']}, detail {pair['detail_correlation']}"
                 f"{', ' + '/'.join(pair['hard_negative']) if pair['hard_negative'] else ''})"
             )
+    for name in ok:
+        missed = methods[name]["isolated"]["missed"]
+        if not missed:
+            continue
+        print()
+        print(f"{name}, isolated: missed copies (up to 3 per transformation with recall < 1)")
+        for t in result["transforms"]:
+            for example in missed.get(t["name"], [])[:3]:
+                numbers = example["rejected"]
+                why = (
+                    "never a candidate"
+                    if numbers is None
+                    else "rejected: hamming {hamming}, thumb {correlation:.3f}, "
+                    "detail {detail:.3f}, aligned {aligned:.3f}".format(**numbers)
+                )
+                joined = (
+                    f"; copy joined with {', '.join(example['copy_joined_with'])}"
+                    if example["copy_joined_with"]
+                    else ""
+                )
+                print(f"  {t['name']}: {example['original']} -> {example['copy']}: {why}{joined}")
+
+
+def _code_version() -> str:
+    """The commit this ran on, and whether the package's source differs from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--short", "src"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + (" (working tree modified: src)" if changed else "")
 
 
 def main() -> None:
@@ -1163,7 +1418,7 @@ def main() -> None:
         + (["--json-out", str(args.json_out)] if args.json_out else [])
     )
     began = time.perf_counter()
-    result: dict[str, Any] = {"command": command}
+    result: dict[str, Any] = {"command": command, "code": _code_version()}
     if args.study in ("all", "real"):
         try:
             result["real"] = study_real(args.mirror)
@@ -1198,7 +1453,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"\ntotal {result['seconds']} s; rerun with:\n  {command}")
+        print(f"\ntotal {result['seconds']} s on code {result['code']}; rerun with:\n  {command}")
     sys.stdout.flush()
 
 

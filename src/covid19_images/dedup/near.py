@@ -272,12 +272,15 @@ def find_duplicates(
 
     raw: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def frame_part(i: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The whole-frame thumbnail and its detail inside ``mask``, standardised."""
-        if i not in raw:
+    def raw_thumb(i: int) -> tuple[np.ndarray, np.ndarray]:
+        if i not in raw:  # loaded and detailed once per image
             pixels = thumbnail(i).astype(np.float64)
             raw[i] = (pixels, detail(pixels))
-        pixels, fine = raw[i]
+        return raw[i]
+
+    def frame_part(i: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The whole-frame thumbnail and its detail inside ``mask``, standardised."""
+        pixels, fine = raw_thumb(i)
         return _standardised(pixels[mask]), _standardised(fine[mask])
 
     @lru_cache(maxsize=4096)  # bounded: a large build holds only the recent candidates' contents
@@ -307,7 +310,7 @@ def find_duplicates(
             shared = _shared_content(
                 signatures[i].box,  # type: ignore[union-attr]
                 signatures[j].box,  # type: ignore[union-attr]
-                thumbnail(i).shape,
+                raw_thumb(i)[0].shape,
             )
             if shared is not None:
                 tests.append((frame_part(i, shared), frame_part(j, shared)))
