@@ -582,9 +582,6 @@ def _splits(
     )
 
 
-MAX_RESPLITS = 5
-
-
 def _leak_free_splits(
     recipe: Recipe,
     kept: list[Record],
@@ -598,16 +595,17 @@ def _leak_free_splits(
     """Splits that pass the audit's own cross-split copy check.
 
     The audit looks at the written square copies with fresh eyes; any pair it would find on
-    two sides of a split is linked and the split is made again, until none is left.
+    two sides of a split is linked and the split is made again, until none is left. Each round
+    merges at least two groups (a linked pair always shares a split), so it ends.
     """
-    from covid19_images.audit import cross_split_copies
+    from covid19_images.audit import FileSignatures, cross_split_copies
 
     memo = memo if memo is not None else FileSignatures()
     links: list[tuple[int, int]] = []
     index = {r.uid: i for i, r in enumerate(kept)}
     paths = [output_dir(cache, r.processed_key or "") / f"{size}.png" for r in kept]
     uids = [r.uid for r in kept]
-    for _ in range(MAX_RESPLITS):
+    while True:
         splits = _splits(recipe, kept, classes, False, seed, everything=everything, links=links)
         pairs, _ = cross_split_copies(
             paths,
@@ -621,7 +619,6 @@ def _leak_free_splits(
         if not pairs:
             return splits
         links += [(index[p["uid_a"]], index[p["uid_b"]]) for p in pairs]
-    return splits
 
 
 def _manifest(
