@@ -26,7 +26,7 @@ BLOCK = 16
 MIN_BLOCKS = 16
 MIN_OVERLAP = 0.5
 """The overlap must cover at least this share of one of the two contents."""
-MIN_INLIERS = 6
+MIN_INLIERS = 5
 KEYPOINT_RADIUS = 7
 """Largest Hamming distance between two keypoint codes that counts as a match."""
 
@@ -35,9 +35,9 @@ def view_region(signature: Signature, view: int, size: tuple[int, int]) -> np.nd
     """Corners (x0, y0, x1, y1) of a hashed view in content pixels (``size`` = content w, h).
 
     Example:
-        >>> s = Signature((0.25, 0.0, 0.75, 1.0), (0,) * 5, np.zeros(0, np.uint64),
+        >>> s = Signature((0.25, 0.0, 0.75, 1.0), (0,) * 7, np.zeros(0, np.uint64),
         ...               np.zeros((0, 2), np.float32))
-        >>> view_region(s, 0, (128, 256)).tolist(), view_region(s, 4, (128, 256)).tolist()
+        >>> view_region(s, 0, (128, 256)).tolist(), view_region(s, 6, (128, 256)).tolist()
         ([-64.0, 0.0, 192.0, 256.0], [32.0, 64.0, 96.0, 192.0])
     """
     w, h = size
@@ -140,7 +140,7 @@ def aligned_score(
 
     for hypothesis in hypotheses:
         found = both_ways(hypothesis.astype(np.float32))
-        if promising <= found[0] < accept:
+        if found[0] < accept and found[0] >= promising:
             refined = _refined(cv2, a, b, hypothesis)
             if refined is not None:
                 found = max(found, both_ways(refined))
@@ -151,20 +151,35 @@ def aligned_score(
 
 
 def _refined(cv2: Any, a: np.ndarray, b: np.ndarray, forward: np.ndarray) -> np.ndarray | None:
-    """ECC refinement of a b → a map; None when it does not converge."""
-    warp = cv2.invertAffineTransform(forward.astype(np.float32)).astype(np.float32)
-    try:
-        _, warp = cv2.findTransformECC(
-            a,
-            b,
-            warp,
-            cv2.MOTION_AFFINE,
-            (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4),
-            None,
-            3,
-        )
-    except cv2.error:
-        return None
+    """ECC refinement of a b → a map (half size first, then full size); None if it fails.
+
+    ECC maximises the correlation of ``a`` with ``b`` warped onto it, over the part of ``a``
+    that ``b`` covers.
+    """
+    warp = cv2.invertAffineTransform(forward.astype(np.float32)).astype(np.float32)  # a → b
+    steps = ((0.5, 50), (1.0, 15)) if max(a.shape) > 160 else ((1.0, 50),)
+    for scale, iterations in steps:
+        if scale < 1:
+            small_a = cv2.resize(a, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            small_b = cv2.resize(b, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        else:
+            small_a, small_b = a, b
+        guess = warp.copy()
+        guess[:, 2] *= scale
+        try:
+            _, guess = cv2.findTransformECC(
+                small_a,
+                small_b,
+                guess,
+                cv2.MOTION_AFFINE,
+                (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, 1e-4),
+                None,
+                3,
+            )
+        except cv2.error:
+            return None
+        guess[:, 2] /= scale
+        warp = guess
     refined: np.ndarray = cv2.invertAffineTransform(warp)
     return refined
 
@@ -174,10 +189,32 @@ def _detail(cv2: Any, image: np.ndarray) -> np.ndarray:
     return out
 
 
+def _shrunk(cv2: Any, moving: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``moving`` area-averaged down to the scale ``matrix`` maps it to, and the matrix from it.
+
+    A bilinear warp that shrinks samples the image without averaging it, and the fine detail
+    compared afterwards would be aliasing.
+    """
+    fx = min(1.0, float(np.hypot(matrix[0, 0], matrix[1, 0])))
+    fy = min(1.0, float(np.hypot(matrix[0, 1], matrix[1, 1])))
+    if fx > 0.9 and fy > 0.9:
+        return moving, matrix
+    h, w = moving.shape
+    size = (max(1, round(w * fx)), max(1, round(h * fy)))
+    small = cv2.resize(moving, size, interpolation=cv2.INTER_AREA)
+    kx, ky = size[0] / w, size[1] / h
+    # A pixel centre x of the small image is (x + 0.5) / k - 0.5 in the original's pixels.
+    back = np.array([[1 / kx, 0.0, 0.5 / kx - 0.5], [0.0, 1 / ky, 0.5 / ky - 0.5]])
+    composed = matrix[:, :2].astype(np.float64) @ back[:, :2]
+    shift = matrix[:, :2].astype(np.float64) @ back[:, 2] + matrix[:, 2]
+    return small, np.hstack([composed, shift[:, None]]).astype(np.float32)
+
+
 def _score(
     cv2: Any, ref: np.ndarray, moving: np.ndarray, matrix: np.ndarray
 ) -> tuple[float, float]:
     h, w = ref.shape
+    moving, matrix = _shrunk(cv2, moving, matrix)
     warped = cv2.warpAffine(moving, matrix, (w, h), flags=cv2.INTER_LINEAR)
     inside = cv2.warpAffine(
         np.ones_like(moving), matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0

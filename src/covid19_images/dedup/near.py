@@ -433,7 +433,7 @@ def framed(signature: Signature) -> bool:
     """Whether the content fills the frame (no wide uniform border).
 
     Example:
-        >>> s = Signature((0.0, 0.3, 1.0, 1.0), (0,) * 5, np.zeros(0, np.uint64),
+        >>> s = Signature((0.0, 0.3, 1.0, 1.0), (0,) * 7, np.zeros(0, np.uint64),
         ...               np.zeros((0, 2), np.float32))
         >>> framed(s)
         False
@@ -493,10 +493,13 @@ def _aligned(
         return found
     size_a = (content_a.shape[1], content_a.shape[0])
     size_b = (content_b.shape[1], content_b.shape[0])
+    # Boxes of the closest matched views (two whole frames say nothing the whole-frame test
+    # has not already judged).
     boxes = [
         box_map(view_region(b, vb, size_b), view_region(a, va, size_a))
-        for _, va, vb in sorted(views)[:2]
+        for _, va, vb in sorted(v for v in views if v[1] or v[2])[:2]
     ]
     if boxes:
-        found = max(found, aligned_score(content_a, content_b, boxes, accept=accept)[0])
+        score = aligned_score(content_a, content_b, boxes, accept=accept, promising=-1.0)[0]
+        found = max(found, score)
     return found

@@ -9,8 +9,10 @@ A :class:`Signature` holds three things, all computed from one decode:
   JPEG noise) trimmed repeatedly, as fractions of the frame. A padded copy and its original have
   the same content.
 - **View hashes**: 64-bit DCT hashes of the whole frame, of the content, and of the content's
-  centre at 80 %, 64 % and 50 % (each squeezed to a square, so a copy resized without keeping
-  its aspect ratio hashes alike). A symmetric crop of a film is another film's centre view.
+  centre at 90, 80, 70, 60 and 50 % (each squeezed to a square, so a copy resized without
+  keeping its aspect ratio hashes alike). A symmetric crop of a film is the original's centre
+  view; with the ladder on both sides, some pair of views is within a few per cent of any crop
+  factor from 0.5 to 1.
 - **Keypoints**: up to :data:`KEYPOINTS` SIFT keypoints of the content at 96 px (upright,
   RootSIFT descriptors reduced to 64 bits by fixed random hyperplanes), with their positions.
   A copy cropped on one side shares its keypoints with the original, at the same places up to a
@@ -33,11 +35,11 @@ from PIL import Image
 
 CONTENT = 256
 """Long side of the content image kept for aligned comparison."""
-KEYPOINTS = 48
+KEYPOINTS = 64
 """Most keypoints kept per image (the strongest)."""
 KEYPOINT_SIDE = 96
 """Long side of the content when its keypoints are found."""
-ZOOMS = (0.8, 0.64, 0.5)
+ZOOMS = (0.9, 0.8, 0.7, 0.6, 0.5)
 """Centre views of the content, as fractions of its sides, hashed besides the whole content."""
 VIEWS = ("frame", "content", *(f"centre-{z}" for z in ZOOMS))
 _WORK = 256
@@ -167,7 +169,7 @@ def compute_signature(frame: Image.Image) -> tuple[Signature, np.ndarray, Image.
         >>> frame = Image.linear_gradient("L").resize((300, 200)).rotate(20)
         >>> signature, content, small = compute_signature(frame)
         >>> len(signature.views), content.dtype.name, max(content.shape)
-        (5, 'uint8', 256)
+        (7, 'uint8', 256)
     """
     import cv2  # OpenCV: SIFT keypoints
 
