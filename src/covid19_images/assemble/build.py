@@ -244,6 +244,7 @@ def build(
         missing,
         expected_manifest=locked.get("manifest_sha256") if locked is not None else None,
         state=state,
+        memo=memo,
     )
     return _reported(BuildResult(final, manifest, log, used, missing, dedup), fetched)
 

@@ -87,7 +87,25 @@ def keypoint_map(a: Signature, b: Signature, side_a: float, side_b: float) -> np
     )
     if found is None or inliers is None or int(inliers.sum()) < MIN_INLIERS:
         return None
-    return np.asarray(found, dtype=np.float64)
+    matrix = np.asarray(found, dtype=np.float64)
+    return matrix if plausible(matrix) else None
+
+
+def plausible(matrix: np.ndarray) -> bool:
+    """Whether an affine map is one a copy can have undergone: a scale between 0.3 and 3.3 on
+    each axis, axes no more than 1.6 times apart in scale, and no rotation or shear over ~6°.
+
+    Example:
+        >>> plausible(np.array([[0.5, 0.0, 10.0], [0.0, 0.6, 0.0]]))
+        True
+        >>> plausible(np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]))  # a quarter turn
+        False
+    """
+    sx = float(np.hypot(matrix[0, 0], matrix[1, 0]))
+    sy = float(np.hypot(matrix[0, 1], matrix[1, 1]))
+    if not (0.3 <= sx <= 3.3 and 0.3 <= sy <= 3.3 and max(sx, sy) <= 1.6 * min(sx, sy)):
+        return False
+    return bool(abs(matrix[1, 0]) / sx <= 0.1 and abs(matrix[0, 1]) / sy <= 0.1)
 
 
 def aligned_score(
@@ -150,15 +168,20 @@ def aligned_score(
     return best
 
 
+ECC_GATE = 0.85
+"""Coarse ECC correlation below which a hypothesis is dropped before the full-size pass."""
+
+
 def _refined(cv2: Any, a: np.ndarray, b: np.ndarray, forward: np.ndarray) -> np.ndarray | None:
-    """ECC refinement of a b → a map (half size first, then full size); None if it fails.
+    """ECC refinement of a b → a map (quarter size, then full size); None if it fails.
 
     ECC maximises the correlation of ``a`` with ``b`` warped onto it, over the part of ``a``
-    that ``b`` covers.
+    that ``b`` covers. A hypothesis whose quarter-size correlation stays under
+    :data:`ECC_GATE` is two different pictures: it is dropped without the costly full pass.
     """
     warp = cv2.invertAffineTransform(forward.astype(np.float32)).astype(np.float32)  # a → b
-    steps = ((0.5, 50), (1.0, 15)) if max(a.shape) > 160 else ((1.0, 50),)
-    for scale, iterations in steps:
+    steps = ((0.25, 40), (1.0, 10)) if min(a.shape) >= 128 and min(b.shape) >= 128 else ((1, 40),)
+    for k, (scale, iterations) in enumerate(steps):
         if scale < 1:
             small_a = cv2.resize(a, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
             small_b = cv2.resize(b, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -167,19 +190,21 @@ def _refined(cv2: Any, a: np.ndarray, b: np.ndarray, forward: np.ndarray) -> np.
         guess = warp.copy()
         guess[:, 2] *= scale
         try:
-            _, guess = cv2.findTransformECC(
+            correlation, guess = cv2.findTransformECC(
                 small_a,
                 small_b,
                 guess,
                 cv2.MOTION_AFFINE,
                 (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, 1e-4),
                 None,
-                3,
+                3 if scale == 1 else 1,
             )
         except cv2.error:
             return None
         guess[:, 2] /= scale
         warp = guess
+        if k == 0 and len(steps) > 1 and correlation < ECC_GATE:
+            return None
     refined: np.ndarray = cv2.invertAffineTransform(warp)
     return refined
 
