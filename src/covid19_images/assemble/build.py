@@ -213,6 +213,7 @@ def build(
         max_hamming=recipe.dedup.max_hamming,
         min_correlation=recipe.dedup.min_correlation,
         min_detail=recipe.dedup.min_detail,
+        min_aligned=recipe.dedup.min_aligned,
     )
     kept = dedup.kept
     if dicom:
@@ -615,6 +616,7 @@ def _leak_free_splits(
             max_hamming=recipe.dedup.max_hamming,
             min_correlation=recipe.dedup.min_correlation,
             min_detail=recipe.dedup.min_detail,
+            min_aligned=recipe.dedup.min_aligned,
             memo=memo,
         )
         if not pairs:
@@ -758,6 +760,7 @@ def write_tables(
         max_hamming=recipe.dedup.max_hamming,
         min_correlation=recipe.dedup.min_correlation,
         min_detail=recipe.dedup.min_detail,
+        min_aligned=recipe.dedup.min_aligned,
         memo=memo,
     )
     write_report(report, folder / "audit.json")

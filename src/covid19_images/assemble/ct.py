@@ -120,6 +120,7 @@ def assemble_ct(
         max_hamming=recipe.dedup.max_hamming,
         min_correlation=recipe.dedup.min_correlation,
         min_detail=recipe.dedup.min_detail,
+        min_aligned=recipe.dedup.min_aligned,
     )
     dedup.pairs = (
         pd.concat([dedup.pairs, volume_pairs], ignore_index=True)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from covid19_images.dedup.near import (
     DEFAULT_MAX_HAMMING,
+    DEFAULT_MIN_ALIGNED,
     DEFAULT_MIN_CORRELATION,
     DEFAULT_MIN_DETAIL,
 )
@@ -50,6 +51,7 @@ class DedupSpec(_Model):
     max_hamming: int = Field(DEFAULT_MAX_HAMMING, ge=0, le=32)
     min_correlation: float = Field(DEFAULT_MIN_CORRELATION, ge=0, le=1)
     min_detail: float = Field(DEFAULT_MIN_DETAIL, ge=0, le=1)
+    min_aligned: float = Field(DEFAULT_MIN_ALIGNED, ge=0, le=1)
 
 
 class Recipe(_Model):

@@ -21,6 +21,7 @@ from PIL import Image
 
 from covid19_images.dedup.near import (
     DEFAULT_MAX_HAMMING,
+    DEFAULT_MIN_ALIGNED,
     DEFAULT_MIN_CORRELATION,
     DEFAULT_MIN_DETAIL,
     find_duplicates,
@@ -97,6 +98,7 @@ def audit_dataset(
     max_hamming: int | None = None,
     min_correlation: float | None = None,
     min_detail: float | None = None,
+    min_aligned: float | None = None,
     memo: FileSignatures | None = None,
 ) -> AuditReport:
     """Audit the dataset in ``folder`` (with ``manifest.parquet`` and the split folders).
@@ -139,6 +141,7 @@ def audit_dataset(
         if min_correlation is not None
         else dedup.get("min_correlation", DEFAULT_MIN_CORRELATION),
         min_detail if min_detail is not None else dedup.get("min_detail", DEFAULT_MIN_DETAIL),
+        min_aligned if min_aligned is not None else dedup.get("min_aligned", DEFAULT_MIN_ALIGNED),
         memo,
     )
     report.cross_split_duplicates += pairs
@@ -215,6 +218,7 @@ def _cross_split_duplicates(
     max_hamming: int,
     min_correlation: float,
     min_detail: float,
+    min_aligned: float,
     memo: FileSignatures | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Copies across splits, found from the image files; and the files that could not be read."""
@@ -225,6 +229,7 @@ def _cross_split_duplicates(
         max_hamming=max_hamming,
         min_correlation=min_correlation,
         min_detail=min_detail,
+        min_aligned=min_aligned,
         memo=memo,
     )
     return pairs, [Path(p).relative_to(folder).as_posix() for p in unreadable]
@@ -278,6 +283,7 @@ def cross_split_copies(
     max_hamming: int = DEFAULT_MAX_HAMMING,
     min_correlation: float = DEFAULT_MIN_CORRELATION,
     min_detail: float = DEFAULT_MIN_DETAIL,
+    min_aligned: float = DEFAULT_MIN_ALIGNED,
     memo: FileSignatures | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Pairs of image files in different splits that are copies of one film; unreadable files.
@@ -318,6 +324,7 @@ def cross_split_copies(
         max_hamming=max_hamming,
         min_correlation=min_correlation,
         min_detail=min_detail,
+        min_aligned=min_aligned,
         only_across=splits,
     )
     pairs = [

@@ -3,6 +3,7 @@
 from covid19_images.dedup.clusters import DedupResult, deduplicate, richness
 from covid19_images.dedup.near import (
     DEFAULT_MAX_HAMMING,
+    DEFAULT_MIN_ALIGNED,
     DEFAULT_MIN_CORRELATION,
     DEFAULT_MIN_DETAIL,
     DuplicateReport,
@@ -15,6 +16,7 @@ from covid19_images.dedup.near import (
 
 __all__ = [
     "DEFAULT_MAX_HAMMING",
+    "DEFAULT_MIN_ALIGNED",
     "DEFAULT_MIN_CORRELATION",
     "DEFAULT_MIN_DETAIL",
     "DedupResult",

@@ -19,6 +19,7 @@ from PIL import Image
 
 from covid19_images.dedup.near import (
     DEFAULT_MAX_HAMMING,
+    DEFAULT_MIN_ALIGNED,
     DEFAULT_MIN_CORRELATION,
     DEFAULT_MIN_DETAIL,
     DuplicateReport,
@@ -72,6 +73,7 @@ def deduplicate(
     max_hamming: int = DEFAULT_MAX_HAMMING,
     min_correlation: float = DEFAULT_MIN_CORRELATION,
     min_detail: float = DEFAULT_MIN_DETAIL,
+    min_aligned: float = DEFAULT_MIN_ALIGNED,
 ) -> DedupResult:
     """Find copies among processed records and keep one per cluster.
 
@@ -98,6 +100,7 @@ def deduplicate(
         max_hamming=max_hamming,
         min_correlation=min_correlation,
         min_detail=min_detail,
+        min_aligned=min_aligned,
     )
     dropped: set[int] = set()
     for cluster in report.clusters:

@@ -1,18 +1,21 @@
 """Find exact and near-duplicate images across every source, before any split.
 
 Exact duplicates share the sha256 of their decoded grey pixels. Near duplicates are found in two
-steps, because chest radiographs look alike and a small perceptual-hash distance alone also pairs
-films of different patients:
+steps, because chest radiographs look alike and a small hash distance alone also pairs films of
+different patients, while a copy may have other borders, a crop, another aspect ratio, another
+encoding or burnt-in text:
 
-1. **Candidates** — pairs whose 64-bit perceptual hashes differ in at most ``max_hamming`` bits,
-   found with a multi-index hash (:func:`candidate_pairs`), never by comparing all n² pairs.
-2. **Confirmation** — each candidate pair's whole-frame 64 x 64 thumbnails are compared pixel by
-   pixel, twice: the Pearson correlation of the thumbnails themselves (``min_correlation``) and of
-   their detail, the thumbnail minus its Gaussian blur (``min_detail``). Distinct chest films
-   share their low-frequency anatomy, so the first alone reaches 0.95 for two different
-   children; ribs, tubes, markers and lesions differ, which the second sees. Measured on the real
-   files (``docs/deduplication.md``): copies score >= 0.95 and >= 0.59, distinct films at most
-   0.956 and 0.48.
+1. **Candidates**, never all n² pairs (:func:`candidate_pairs`, a multi-index hash): whole-frame
+   hashes within ``max_hamming`` bits; with signatures
+   (:mod:`covid19_images.process.signature`), any two view hashes (content, centre views) within
+   :data:`VIEW_RADIUS` bits, and images sharing close keypoint codes.
+2. **Confirmation** on pixels: the whole-frame 64 x 64 thumbnails, compared over the content both
+   frames share, correlate at least ``min_correlation`` and so does their detail (thumbnail minus
+   its Gaussian blur) at least ``min_detail``; or the same on the contents; or, aligned
+   (:mod:`covid19_images.dedup.align`), their fine detail agrees block by block
+   (``min_aligned``). Distinct chest films share their low-frequency anatomy, so the first
+   number alone reaches 0.95 for two different children; ribs, tubes, markers and lesions
+   differ, which the others see. Measured: ``docs/deduplication.md``.
 
 Confirmed pairs and exact groups are merged into clusters (union-find).
 """
