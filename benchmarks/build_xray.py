@@ -281,6 +281,7 @@ def stage_timer() -> Iterator[dict[str, float]]:
         (build_module, "deduplicate", "deduplicate"),
         (build_module, "_write_dicoms", "DICOM"),
         (build_module, "_splits", "split"),
+        (build_module, "_leak_free_splits", "split + its leak check"),
         (build_module, "_manifest", "manifest"),
         (build_module, "_write", "write (total)"),
         (audit_module, "audit_dataset", "write: audit"),

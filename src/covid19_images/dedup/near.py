@@ -44,7 +44,7 @@ from covid19_images.process.signature import Signature, content_thumbnail
 DEFAULT_MAX_HAMMING = 12
 DEFAULT_MIN_CORRELATION = 0.95
 DEFAULT_MIN_DETAIL = 0.55
-DEFAULT_MIN_ALIGNED = 0.55
+DEFAULT_MIN_ALIGNED = 0.65
 VIEW_RADIUS = 8
 """Largest distance between two hashes of other views than the whole frame that makes a
 candidate (the whole frames keep ``max_hamming``)."""
