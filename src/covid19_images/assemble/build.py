@@ -210,10 +210,7 @@ def build(
         processed,
         cache,
         log,
-        max_hamming=recipe.dedup.max_hamming,
-        min_correlation=recipe.dedup.min_correlation,
-        min_detail=recipe.dedup.min_detail,
-        min_aligned=recipe.dedup.min_aligned,
+        **recipe.dedup.model_dump(),
     )
     kept = dedup.kept
     if dicom:
@@ -613,10 +610,7 @@ def _leak_free_splits(
             paths,
             splits,
             uids,
-            max_hamming=recipe.dedup.max_hamming,
-            min_correlation=recipe.dedup.min_correlation,
-            min_detail=recipe.dedup.min_detail,
-            min_aligned=recipe.dedup.min_aligned,
+            **recipe.dedup.model_dump(),
             memo=memo,
         )
         if not pairs:
@@ -757,10 +751,7 @@ def write_tables(
     (folder / LOCK).write_text(json.dumps(lock_data, indent=2, sort_keys=True) + "\n")
     report = audit_dataset(
         folder,
-        max_hamming=recipe.dedup.max_hamming,
-        min_correlation=recipe.dedup.min_correlation,
-        min_detail=recipe.dedup.min_detail,
-        min_aligned=recipe.dedup.min_aligned,
+        **recipe.dedup.model_dump(),
         memo=memo,
     )
     write_report(report, folder / "audit.json")

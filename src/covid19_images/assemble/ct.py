@@ -117,10 +117,7 @@ def assemble_ct(
         images,
         image_cache,
         log,
-        max_hamming=recipe.dedup.max_hamming,
-        min_correlation=recipe.dedup.min_correlation,
-        min_detail=recipe.dedup.min_detail,
-        min_aligned=recipe.dedup.min_aligned,
+        **recipe.dedup.model_dump(),
     )
     dedup.pairs = (
         pd.concat([dedup.pairs, volume_pairs], ignore_index=True)

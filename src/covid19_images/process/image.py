@@ -10,11 +10,10 @@ padding border appears that a model could learn as a source marker).
 The per-image path is the build's hot loop (``benchmarks/build_xray.py`` measures it against a bare
 OpenCV decode), so it avoids work that does not change a result: the file is read once (the caller
 may pass the bytes it already hashed), 8-bit greyscale images are not copied back and forth
-between Pillow and numpy, the statistics come from a 256-bin histogram, the perceptual hash skips
-imagehash's object round trip (same Pillow resize, same SciPy DCT, so the same bits), and
-:func:`encode_png` writes the copies with the PNG "up" filter and Huffman-only deflate instead of
-Pillow's per-row adaptive filter search (same pixels, files of the same size, a quarter of the
-time).
+between Pillow and numpy, the statistics come from a 256-bin histogram, the hashes and keypoints
+of the copy search work on the frame reduced to about 256 px, and :func:`encode_png` writes the
+copies with the PNG "up" filter and Huffman-only deflate instead of Pillow's per-row adaptive
+filter search (same pixels, files of the same size, a quarter of the time).
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy.fftpack  # imagehash needs it: its phash DCT
 from PIL import Image, UnidentifiedImageError
 
 from covid19_images.process.signature import Signature, compute_signature
@@ -204,28 +202,6 @@ def decode_image(
         signature=signature,
         content=content,
     )
-
-
-def phash(frame: Image.Image) -> str:
-    """The 64-bit perceptual hash of an 8-bit greyscale image, as 16 hex digits.
-
-    Bit for bit what ``str(imagehash.phash(frame))`` gives (the same Lanczos resize to 32 x 32,
-    the same ``scipy.fftpack`` DCT, the same median threshold), without imagehash's
-    conversions and its bit string.
-
-    Example:
-        >>> import imagehash
-        >>> img = Image.linear_gradient("L").rotate(30)
-        >>> phash(img) == str(imagehash.phash(img))
-        True
-    """
-    if frame.mode != "L":
-        frame = frame.convert("L")
-    small = np.asarray(frame.resize((32, 32), Image.Resampling.LANCZOS))
-    dct = scipy.fftpack.dct(scipy.fftpack.dct(small, axis=0), axis=1)
-    low = dct[:8, :8]
-    bits = np.packbits(low > np.median(low))
-    return f"{int.from_bytes(bits.tobytes(), 'big'):016x}"
 
 
 _LEVELS = np.arange(256, dtype=np.int64)
