@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Final, Literal, cast
 
@@ -126,7 +126,11 @@ class ProblemLog:
 
     def frame(self) -> pd.DataFrame:
         """The problems as a DataFrame, sorted for stable output."""
-        frame = pd.DataFrame([astuple(p) for p in self._items], columns=list(PROBLEM_COLUMNS))
+        items = self._items
+        # Column by column: ``dataclasses.astuple`` deep-copies every field of every row.
+        frame = pd.DataFrame(
+            {c: pd.Series([getattr(p, c) for p in items], dtype=object) for c in PROBLEM_COLUMNS}
+        )
         frame["row"] = frame["row"].astype("Int64")
         return frame.sort_values(["source", "file", "row", "kind"], kind="stable").reset_index(
             drop=True

@@ -76,3 +76,54 @@ def test_audit_still_fails_a_folder_that_leaks(shared_sources: Path, tmp_path: P
     assert any(
         {p["uid_a"], p["uid_b"]} == {row["uid"], "twin"} for p in report.cross_split_duplicates
     )
+
+
+def test_a_memo_answers_the_same_files_again_and_nothing_else(
+    shared_sources: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from covid19_images.audit import FileSignatures
+    from covid19_images.audit import report as report_module
+
+    folder = shared_sources / "figure1-covid-chestxray" / "images"
+    originals = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg"})[:6]
+    if len(originals) < 6:
+        pytest.skip("needs six Figure 1 images in ../shared/sources")
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    for k, path in enumerate(originals):
+        (first / f"{k}.jpg").write_bytes(path.read_bytes())
+        (second / f"{k}.jpg").write_bytes(path.read_bytes())
+    (first / "6.jpg").write_bytes(originals[0].read_bytes())  # an exact copy of image 0
+    (second / "6.jpg").write_bytes(originals[0].read_bytes())
+    uids = [f"u{k}" for k in range(7)]
+    splits = ["train"] * 6 + ["test"]
+    searches = 0
+    real_search = report_module.find_duplicates
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal searches
+        searches += 1
+        return real_search(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(report_module, "find_duplicates", counted)
+    memo = FileSignatures()
+    found, _ = cross_split_copies([first / f"{k}.jpg" for k in range(7)], splits, uids, memo=memo)
+    assert [{p["uid_a"], p["uid_b"]} for p in found] == [{"u0", "u6"}]
+    # The same bytes under other paths, in another order: answered from the memo.
+    order = [6, 3, 0, 5, 1, 4, 2]
+    again, _ = cross_split_copies(
+        [second / f"{k}.jpg" for k in order],
+        [splits[k] for k in order],
+        [uids[k] for k in order],
+        memo=memo,
+    )
+    assert again == found and searches == 1
+    # Other splits, or a changed file, are searched afresh.
+    other = ["test"] + ["train"] * 5 + ["test"]
+    moved, _ = cross_split_copies([second / f"{k}.jpg" for k in range(7)], other, uids, memo=memo)
+    assert moved == [] and searches == 2
+    (second / "6.jpg").write_bytes(originals[1].read_bytes())
+    paths = [second / f"{k}.jpg" for k in range(7)]
+    changed, _ = cross_split_copies(paths, splits, uids, memo=memo)
+    assert [{p["uid_a"], p["uid_b"]} for p in changed] == [{"u1", "u6"}] and searches == 3

@@ -251,9 +251,16 @@ class FileSignatures:
 
     def __init__(self) -> None:
         self._by_digest: dict[str, tuple[str, np.ndarray, Signature]] = {}
+        self._found: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        """Cross-split pairs already found, by everything the search depends on."""
 
     def get(self, path: Path) -> tuple[str, np.ndarray, Signature] | None:
         """(perceptual hash, frame thumbnail, signature) of the image file; None if unreadable."""
+        found = self.lookup(path)
+        return None if found is None else found[1]
+
+    def lookup(self, path: Path) -> tuple[str, tuple[str, np.ndarray, Signature]] | None:
+        """The file's sha256 and what :meth:`get` returns; None if unreadable."""
         try:
             data = path.read_bytes()
             digest = hashlib.sha256(data).hexdigest()
@@ -265,7 +272,7 @@ class FileSignatures:
                     np.asarray(small.resize((THUMB, THUMB), Image.Resampling.BOX)),
                     signature,
                 )
-            return self._by_digest[digest]
+            return digest, self._by_digest[digest]
         except (OSError, SyntaxError, ValueError):
             return None
 
@@ -291,7 +298,10 @@ def cross_split_copies(
     The files are hashed and compared afresh (whole frames, views, keypoints, aligned pixels:
     :func:`~covid19_images.dedup.near.find_duplicates`), so the check trusts nothing a build
     recorded. ``build`` runs it before writing, ``audit`` on what was written. Only pairs that
-    cross a split are tested on pixels.
+    cross a split are tested on pixels. The answer depends only on the files' contents (their
+    sha256), uids, splits and the thresholds; a ``memo`` that has seen the same ones already
+    (the build's check, then its audit of the files it wrote: the same bytes) gives it again
+    without a second search.
 
     Example:
         >>> pairs, unreadable = cross_split_copies([], [], [])
@@ -299,47 +309,70 @@ def cross_split_copies(
         ([], [])
     """
     memo = memo if memo is not None else FileSignatures()
+    # One order whatever the caller's (by uid), so that the search is a function of the
+    # files' contents, uids and splits alone, and a second call on the same ones (the audit
+    # after the build's own check) is answered from the memo.
+    order = sorted(range(len(paths)), key=lambda k: (uids[k], splits[k], str(paths[k])))
     phashes: list[str | None] = []
     thumbs: list[np.ndarray] = []
     signatures: list[Signature | None] = []
+    digests: list[str | None] = []
     missing: list[str] = []
     blank = np.zeros((THUMB, THUMB), dtype=np.uint8)
-    for path in paths:
-        found = memo.get(path)
+    unreadable = set()
+    for k in order:
+        found = memo.lookup(paths[k])
         if found is None:
-            missing.append(str(path))
+            unreadable.add(k)
+            digests.append(None)
             phashes.append(None)
             thumbs.append(blank)
             signatures.append(None)
         else:
-            phashes.append(found[0])
-            thumbs.append(found[1])
-            signatures.append(found[2])
+            digest, (phash, thumb, signature) = found
+            digests.append(digest)
+            phashes.append(phash)
+            thumbs.append(thumb)
+            signatures.append(signature)
+    missing = [str(paths[k]) for k in range(len(paths)) if k in unreadable]
+    at = [paths[k] for k in order]
+    split_at = [splits[k] for k in order]
+    uid_at = [uids[k] for k in order]
+    key = (
+        tuple(zip(uid_at, split_at, digests, strict=True)),
+        max_hamming,
+        min_correlation,
+        min_detail,
+        min_aligned,
+    )
+    if key in memo._found:
+        return [dict(p) for p in memo._found[key]], missing
     report = find_duplicates(
         [None] * len(thumbs),  # exact copies are near copies at distance 0
         phashes,
         thumbs.__getitem__,
         signatures=signatures,
-        content=lambda i: _file_content(paths[i]),
+        content=lambda i: _file_content(at[i]),
         max_hamming=max_hamming,
         min_correlation=min_correlation,
         min_detail=min_detail,
         min_aligned=min_aligned,
-        only_across=splits,
+        only_across=split_at,
     )
     pairs = [
         {
-            "uid_a": uids[p.a],
-            "uid_b": uids[p.b],
-            "splits": [splits[p.a], splits[p.b]],
+            "uid_a": uid_at[p.a],
+            "uid_b": uid_at[p.b],
+            "splits": [split_at[p.a], split_at[p.b]],
             "hamming": p.hamming,
             "correlation": p.correlation,
             "detail": p.detail,
             "aligned": p.aligned,
         }
         for p in report.pairs
-        if splits[p.a] != splits[p.b]
+        if split_at[p.a] != split_at[p.b]
     ]
+    memo._found[key] = [dict(p) for p in pairs]
     return pairs, missing
 
 

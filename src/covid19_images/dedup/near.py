@@ -363,7 +363,8 @@ def _view_candidates(
     candidates: dict[tuple[int, int], list[tuple[int, int, int]]],
     bordered: set[int],
 ) -> None:
-    """Pairs of images with any two views close: frames within ``max_hamming``, others 8.
+    """Pairs of images with two views close, at least one of them not the whole frame, within
+    :data:`VIEW_RADIUS` bits (and ``max_hamming``).
 
     The frame view of a bordered image is left out (it hashes its border)."""
     owners: list[int] = []
@@ -380,15 +381,15 @@ def _view_candidates(
             values.append(value)
     if not values:
         return
-    found = candidate_pairs(values, max_hamming)
+    # Two whole frames within ``max_hamming`` are candidates already; every other pair of
+    # views needs the smaller radius, which keeps the probes few.
+    found = candidate_pairs(values, min(max_hamming, VIEW_RADIUS))
     for fi, fj in found.tolist():
         i, j = owners[fi], owners[fj]
-        if i == j:
+        vi, vj = views[fi], views[fj]
+        if i == j or not (vi or vj):
             continue
         distance = hamming(values[fi], values[fj])
-        vi, vj = views[fi], views[fj]
-        if (vi or vj) and distance > VIEW_RADIUS:
-            continue
         if i > j:
             i, j, vi, vj = j, i, vj, vi
         candidates[(i, j)].append((distance, vi, vj))
@@ -491,7 +492,7 @@ def _aligned(
     found = 0.0
     matrix = keypoint_map(a, b, float(max(content_a.shape)), float(max(content_b.shape)))
     if matrix is not None:
-        found = aligned_score(content_a, content_b, [matrix], accept=accept, promising=-1.0)[0]
+        found = aligned_score(content_a, content_b, [matrix], accept=accept)[0]
     if found >= accept:
         return found
     size_a = (content_a.shape[1], content_a.shape[0])
@@ -503,6 +504,6 @@ def _aligned(
         for _, va, vb in sorted(v for v in views if v[1] or v[2])[:2]
     ]
     if boxes:
-        score = aligned_score(content_a, content_b, boxes, accept=accept, promising=-1.0)[0]
+        score = aligned_score(content_a, content_b, boxes, accept=accept)[0]
         found = max(found, score)
     return found
