@@ -221,7 +221,9 @@ def build(
     if membership is not None:
         splits = _splits(recipe, kept, classes, True, seed)
     else:
-        splits = _leak_free_splits(recipe, kept, classes, seed, processed, cache, size, memo)
+        splits = _leak_free_splits(
+            recipe, kept, classes, seed, processed, cache, size, memo, executor
+        )
 
     manifest = _manifest(kept, classes, splits, size)
     process = {"sizes": list(params.sizes), "version": params.version}
@@ -590,6 +592,7 @@ def _leak_free_splits(
     cache: Path,
     size: int,
     memo: FileSignatures | None = None,
+    executor: Executor | None = None,
 ) -> list[str]:
     """Splits that pass the audit's own cross-split copy check.
 
@@ -604,6 +607,8 @@ def _leak_free_splits(
     index = {r.uid: i for i, r in enumerate(kept)}
     paths = [output_dir(cache, r.processed_key or "") / f"{size}.png" for r in kept]
     uids = [r.uid for r in kept]
+    if executor is not None:
+        memo.prime(paths, executor)
     while True:
         splits = _splits(recipe, kept, classes, False, seed, everything=everything, links=links)
         pairs, _ = cross_split_copies(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from covid19_images.dedup.near import (
     find_duplicates,
 )
 from covid19_images.errors import Covid19ImagesError
+from covid19_images.process.executor import Executor
 from covid19_images.process.image import THUMB
 from covid19_images.process.signature import (
     Signature,
@@ -265,16 +267,40 @@ class FileSignatures:
             data = path.read_bytes()
             digest = hashlib.sha256(data).hexdigest()
             if digest not in self._by_digest:
-                with Image.open(io.BytesIO(data)) as img:
-                    signature, _, small = compute_signature(img.convert("L"))
-                self._by_digest[digest] = (
-                    f"{signature.views[0]:016x}",
-                    np.asarray(small.resize((THUMB, THUMB), Image.Resampling.BOX)),
-                    signature,
-                )
+                self._by_digest[digest] = _entry(data)
             return digest, self._by_digest[digest]
         except (OSError, SyntaxError, ValueError):
             return None
+
+    def prime(self, paths: Sequence[Path], executor: Executor) -> None:
+        """Compute the signatures of many files at once, in the executor's workers.
+
+        Only a head start: :meth:`lookup` still reads and hashes each file it is asked about,
+        and an unreadable file is left for it to report.
+        """
+        for found in executor.map(_file_entry, list(paths), "hashing the split's images"):
+            if found is not None:
+                self._by_digest.setdefault(found[0], found[1])
+
+
+def _entry(data: bytes) -> tuple[str, np.ndarray, Signature]:
+    """(perceptual hash, frame thumbnail, signature) of an image file's bytes."""
+    with Image.open(io.BytesIO(data)) as img:
+        signature, _, small = compute_signature(img.convert("L"))
+    return (
+        f"{signature.views[0]:016x}",
+        np.asarray(small.resize((THUMB, THUMB), Image.Resampling.BOX)),
+        signature,
+    )
+
+
+def _file_entry(path: Path) -> tuple[str, tuple[str, np.ndarray, Signature]] | None:
+    """A file's sha256 and :func:`_entry` (for an executor); None if it cannot be read."""
+    try:
+        data = path.read_bytes()
+        return hashlib.sha256(data).hexdigest(), _entry(data)
+    except (OSError, SyntaxError, ValueError):
+        return None
 
 
 def _file_content(path: Path) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from covid19_images.process.signature import VIEWS, ZOOMS, Signature
+from covid19_images.process.signature import VIEWS, ZOOMS, Signature, opencv
 
 BLOCK = 16
 MIN_BLOCKS = 16
@@ -73,7 +73,7 @@ def keypoint_map(a: Signature, b: Signature, side_a: float, side_b: float) -> np
     are mutual nearest codes within :data:`KEYPOINT_RADIUS` bits; the map needs at least
     :data:`MIN_INLIERS` of them within 4 px after RANSAC. None otherwise.
     """
-    import cv2
+    cv2 = opencv()
 
     if len(a.codes) < MIN_INLIERS or len(b.codes) < MIN_INLIERS:
         return None
@@ -139,7 +139,7 @@ def aligned_score(
         >>> aligned_score(a, other, [np.array([[1., 0, 0], [0, 1, 0]])])[0] < 0.2
         True
     """
-    import cv2
+    cv2 = opencv()
 
     a = content_a.astype(np.float32)
     b = content_b.astype(np.float32)
@@ -147,13 +147,14 @@ def aligned_score(
 
     def both_ways(forward: np.ndarray) -> tuple[float, float]:
         # Scored on the coarser of the two grids: the finer image is shrunk onto it, never the
-        # coarser one enlarged (an enlarged image has no fine detail left to agree on).
-        in_a, overlap_a = _score(cv2, a, b, forward)
-        in_b, overlap_b = _score(cv2, b, a, cv2.invertAffineTransform(forward))
+        # coarser one enlarged (an enlarged image has no fine detail left to agree on). Both
+        # ways when the two grids are alike; the other way only measures the overlap.
+        area = abs(float(np.linalg.det(forward[:, :2])))  # b's pixels, as a's
+        in_a, overlap_a = _score(cv2, a, b, forward, detail=area <= 1.25)
+        in_b, overlap_b = _score(cv2, b, a, cv2.invertAffineTransform(forward), detail=area >= 0.8)
         overlap = max(overlap_a, overlap_b)
         if overlap < MIN_OVERLAP:
             return (0.0, overlap)
-        area = abs(float(np.linalg.det(forward[:, :2])))  # b's pixels, as a's
         if area < 0.8:
             return (in_a, overlap)
         if area > 1.25:
@@ -240,19 +241,21 @@ def _shrunk(cv2: Any, moving: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarra
 
 
 def _score(
-    cv2: Any, ref: np.ndarray, moving: np.ndarray, matrix: np.ndarray
+    cv2: Any, ref: np.ndarray, moving: np.ndarray, matrix: np.ndarray, *, detail: bool = True
 ) -> tuple[float, float]:
+    """Block-median detail correlation of ``moving`` warped onto ``ref``, and the share of
+    ``ref`` it covers (the score is 0.0 without ``detail``: the overlap alone)."""
     h, w = ref.shape
     moving, matrix = _shrunk(cv2, moving, matrix)
-    warped = cv2.warpAffine(moving, matrix, (w, h), flags=cv2.INTER_LINEAR)
     inside = cv2.warpAffine(
         np.ones_like(moving), matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0
     )
     mask = cv2.erode((inside > 0.999).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
     overlap = float(mask.mean())
     hb, wb = h // BLOCK, w // BLOCK
-    if hb * wb < MIN_BLOCKS:
+    if not detail or hb * wb < MIN_BLOCKS:
         return 0.0, overlap
+    warped = cv2.warpAffine(moving, matrix, (w, h), flags=cv2.INTER_LINEAR)
 
     def blocks(x: np.ndarray) -> np.ndarray:
         cut = x[: hb * BLOCK, : wb * BLOCK].reshape(hb, BLOCK, wb, BLOCK)

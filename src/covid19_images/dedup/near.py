@@ -281,10 +281,12 @@ def find_duplicates(
             raw[i] = (pixels, detail(pixels))
         return raw[i]
 
-    def frame_part(i: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The whole-frame thumbnail and its detail inside ``mask``, standardised."""
+    @lru_cache(maxsize=4096)  # most pairs of one image share one rectangle
+    def frame_part(i: int, rect: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The whole-frame thumbnail and its detail inside ``rect``, standardised."""
         pixels, fine = raw_thumb(i)
-        return _standardised(pixels[mask]), _standardised(fine[mask])
+        y0, y1, x0, x1 = rect
+        return _standardised(pixels[y0:y1, x0:x1]), _standardised(fine[y0:y1, x0:x1])
 
     @lru_cache(maxsize=4096)  # bounded: a large build holds only the recent candidates' contents
     def content_of(i: int) -> np.ndarray:
@@ -310,7 +312,7 @@ def find_duplicates(
         if signatures is None or signatures[i] is None or signatures[j] is None:
             tests.append((thumb(i), thumb(j)))
         else:
-            shared = _shared_content(
+            shared = _shared_rect(
                 signatures[i].box,  # type: ignore[union-attr]
                 signatures[j].box,  # type: ignore[union-attr]
                 raw_thumb(i)[0].shape,
@@ -419,18 +421,31 @@ def _shared_content(
         >>> _shared_content((0.2, 0.2, 0.8, 0.8), (0.2, 0.2, 0.8, 0.8)) is None
         True
     """
+    rect = _shared_rect(a, b, shape)
+    if rect is None:
+        return None
+    mask = np.zeros(shape[:2], dtype=bool)
+    y0, y1, x0, x1 = rect
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def _shared_rect(
+    a: tuple[float, float, float, float],
+    b: tuple[float, float, float, float],
+    shape: tuple[int, ...] = (64, 64),
+) -> tuple[int, int, int, int] | None:
+    """:func:`_shared_content` as the rows and columns ``(y0, y1, x0, x1)`` it spans."""
     h, w = shape[:2]
     left, top = max(a[0], b[0]), max(a[1], b[1])
     right, bottom = min(a[2], b[2]), min(a[3], b[3])
-    mask = np.zeros((h, w), dtype=bool)
     x0 = round(left * w) + (_EDGE if left > 0.005 else 0)
     y0 = round(top * h) + (_EDGE if top > 0.005 else 0)
     x1 = round(right * w) - (_EDGE if right < 0.995 else 0)
     y1 = round(bottom * h) - (_EDGE if bottom < 0.995 else 0)
-    if x1 <= x0 or y1 <= y0:
+    if x1 <= x0 or y1 <= y0 or (x1 - x0) * (y1 - y0) < 0.5 * h * w:
         return None
-    mask[y0:y1, x0:x1] = True
-    return mask if mask.mean() >= 0.5 else None
+    return (y0, y1, x0, x1)
 
 
 def framed(signature: Signature) -> bool:

@@ -171,7 +171,7 @@ def compute_signature(frame: Image.Image) -> tuple[Signature, np.ndarray, Image.
         >>> len(signature.views), content.dtype.name, max(content.shape)
         (7, 'uint8', 256)
     """
-    import cv2  # OpenCV: SIFT keypoints
+    cv2 = opencv()  # SIFT keypoints
 
     box, content, small = content_image(frame)
     size = content.size
@@ -226,12 +226,32 @@ def _hash_of(image: Image.Image, box: tuple[float, float, float, float] | None) 
 
 
 _SIFT: Any = None
+_SINGLE_THREADED = False
+
+
+def opencv() -> Any:
+    """OpenCV, with its own thread pool off.
+
+    A build runs in processes (one image per process at a time), so OpenCV's threads would
+    only compete. And a process that has run OpenCV's pool and then forks workers leaves them
+    hanging at their first parallel OpenCV call: a fork copies no threads.
+
+    Example:
+        >>> opencv().getNumThreads()
+        1
+    """
+    global _SINGLE_THREADED
+    import cv2
+
+    if not _SINGLE_THREADED:
+        cv2.setNumThreads(1)
+        _SINGLE_THREADED = True
+    return cv2
 
 
 def _keypoints(cv2: Any, pixels: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
     global _SIFT
     if _SIFT is None:
-        cv2.setNumThreads(1)  # one image per process: threads would only compete
         _SIFT = cv2.SIFT_create(nfeatures=KEYPOINTS, contrastThreshold=0.02)
     found = sorted(_SIFT.detect(pixels, None), key=lambda k: -k.response)[:KEYPOINTS]
     for k in found:
