@@ -39,7 +39,7 @@ from covid19_images.dedup.align import (
     keypoint_map,
     view_region,
 )
-from covid19_images.process.signature import Signature, content_thumbnail
+from covid19_images.process.signature import VIEWS, Signature, content_thumbnail
 
 DEFAULT_MAX_HAMMING = 12
 DEFAULT_MIN_CORRELATION = 0.95
@@ -141,10 +141,11 @@ def candidate_pairs(hashes: Sequence[int], max_hamming: int) -> np.ndarray:
             keep = mine < others
             mine, others = mine[keep], others[keep]
             close = np.bitwise_count(values[mine] ^ values[others]) <= max_hamming
-            found.append(np.stack([mine[close], others[close]], axis=1))
+            found.append(mine[close] * n + others[close])  # one integer per pair
     if not found:
         return np.empty((0, 2), dtype=np.int64)
-    return np.unique(np.concatenate(found), axis=0)
+    keys = np.unique(np.concatenate(found))  # a pair close in several blocks counts once
+    return np.stack([keys // n, keys % n], axis=1)
 
 
 def thumbnail_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -299,7 +300,7 @@ def find_duplicates(
         return _standardised(pixels), _standardised(detail(pixels))
 
     # Closest first; a pair already joined through other copies needs no test of its own.
-    ordered = sorted((_closest(i, j, frame_hash, signatures), i, j) for i, j in candidates)
+    ordered = _closest_first(list(candidates), frame_hash, signatures, n)
     for distance, i, j in ordered:
         views = candidates[(i, j)]
         if (i, j) in exact_pairs or find(i) == find(j):
@@ -483,16 +484,38 @@ def _keypoint_candidates(signatures: Sequence[Signature | None]) -> set[tuple[in
     return {(int(k) // (len(signatures) + 1), int(k) % (len(signatures) + 1)) for k in keys}
 
 
-def _closest(
-    i: int, j: int, frame_hash: dict[int, int], signatures: Sequence[Signature | None] | None
-) -> int:
-    """The smallest hash distance between any views of two images."""
-    best = hamming(frame_hash[i], frame_hash[j]) if i in frame_hash and j in frame_hash else 64
-    if signatures is not None and signatures[i] is not None and signatures[j] is not None:
-        si, sj = signatures[i], signatures[j]
-        assert si is not None and sj is not None
-        best = min(best, *(hamming(x, y) for x in si.views for y in sj.views))
-    return best
+def _closest_first(
+    pairs: list[tuple[int, int]],
+    frame_hash: dict[int, int],
+    signatures: Sequence[Signature | None] | None,
+    n: int,
+) -> list[tuple[int, int, int]]:
+    """``(distance, i, j)`` for every pair, sorted: the smallest hash distance between any views
+    of the two images (whole frames only where both have a frame hash)."""
+    if not pairs:
+        return []
+    first = np.array([i for i, _ in pairs], dtype=np.int64)
+    second = np.array([j for _, j in pairs], dtype=np.int64)
+    frames = np.zeros(n, dtype=np.uint64)
+    has_frame = np.zeros(n, dtype=bool)
+    for i, value in frame_hash.items():
+        frames[i], has_frame[i] = value, True
+    best = np.where(
+        has_frame[first] & has_frame[second],
+        np.bitwise_count(frames[first] ^ frames[second]).astype(np.int64),
+        64,
+    )
+    if signatures is not None:
+        views = np.zeros((n, len(VIEWS)), dtype=np.uint64)
+        has_views = np.zeros(n, dtype=bool)
+        for i, signature in enumerate(signatures):
+            if signature is not None:
+                views[i], has_views[i] = signature.views, True
+        both = has_views[first] & has_views[second]
+        a, b = views[first[both]], views[second[both]]
+        across = np.bitwise_count(a[:, :, None] ^ b[:, None, :]).reshape(len(a), -1).min(axis=1)
+        best[both] = np.minimum(best[both], across)
+    return sorted(zip(best.tolist(), first.tolist(), second.tolist(), strict=True))
 
 
 def _aligned(
