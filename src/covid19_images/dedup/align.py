@@ -144,14 +144,17 @@ def aligned_score(
     a = content_a.astype(np.float32)
     b = content_b.astype(np.float32)
     best = (0.0, 0.0)
+    fine: dict[int, np.ndarray] = {}  # each content's detail, made once for every hypothesis
 
     def both_ways(forward: np.ndarray) -> tuple[float, float]:
         # Scored on the coarser of the two grids: the finer image is shrunk onto it, never the
         # coarser one enlarged (an enlarged image has no fine detail left to agree on). Both
         # ways when the two grids are alike; the other way only measures the overlap.
         area = abs(float(np.linalg.det(forward[:, :2])))  # b's pixels, as a's
-        in_a, overlap_a = _score(cv2, a, b, forward, detail=area <= 1.25)
-        in_b, overlap_b = _score(cv2, b, a, cv2.invertAffineTransform(forward), detail=area >= 0.8)
+        in_a, overlap_a = _score(cv2, a, b, forward, detail=area <= 1.25, fine=fine)
+        in_b, overlap_b = _score(
+            cv2, b, a, cv2.invertAffineTransform(forward), detail=area >= 0.8, fine=fine
+        )
         overlap = max(overlap_a, overlap_b)
         if overlap < MIN_OVERLAP:
             return (0.0, overlap)
@@ -241,10 +244,17 @@ def _shrunk(cv2: Any, moving: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarra
 
 
 def _score(
-    cv2: Any, ref: np.ndarray, moving: np.ndarray, matrix: np.ndarray, *, detail: bool = True
+    cv2: Any,
+    ref: np.ndarray,
+    moving: np.ndarray,
+    matrix: np.ndarray,
+    *,
+    detail: bool = True,
+    fine: dict[int, np.ndarray] | None = None,
 ) -> tuple[float, float]:
     """Block-median detail correlation of ``moving`` warped onto ``ref``, and the share of
-    ``ref`` it covers (the score is 0.0 without ``detail``: the overlap alone)."""
+    ``ref`` it covers (the score is 0.0 without ``detail``: the overlap alone). ``fine`` keeps
+    ``ref``'s detail between calls on the same arrays."""
     h, w = ref.shape
     moving, matrix = _shrunk(cv2, moving, matrix)
     inside = cv2.warpAffine(
@@ -264,7 +274,10 @@ def _score(
     full = blocks(mask.astype(np.float32)).min(axis=1) > 0.5
     if full.sum() < MIN_BLOCKS:
         return 0.0, overlap
-    p = blocks(_detail(cv2, ref))[full]
+    fine = {} if fine is None else fine
+    if id(ref) not in fine:
+        fine[id(ref)] = _detail(cv2, ref)
+    p = blocks(fine[id(ref)])[full]
     q = blocks(_detail(cv2, warped))[full]
     p -= p.mean(axis=1, keepdims=True)
     q -= q.mean(axis=1, keepdims=True)

@@ -260,9 +260,11 @@ def find_duplicates(
     for vi, vj in candidate_pairs([frame_hash[i] for i in valid], max_hamming).tolist():
         i, j = valid[vi], valid[vj]
         candidates[(i, j)].append((hamming(frame_hash[i], frame_hash[j]), 0, 0))
+    keypoint_linked: set[tuple[int, int]] = set()
     if signatures is not None:
         _view_candidates(signatures, max_hamming, candidates, bordered)
-        for linked in _keypoint_candidates(signatures):
+        keypoint_linked = _keypoint_candidates(signatures)
+        for linked in keypoint_linked:
             candidates.setdefault(linked, [])
 
     rejected: list[Pair] = []
@@ -340,10 +342,17 @@ def find_duplicates(
             union(i, j)
             continue
         aligned = 0.0
-        if signatures is not None and content is not None:
+        # Hypotheses of how one maps onto the other come from shared keypoints (a pair with
+        # fewer than MIN_INLIERS close codes has no keypoint map) and from matched views other
+        # than two whole frames; a pair with neither has nothing to align.
+        by_keypoints = (i, j) in keypoint_linked
+        by_views = any(vi or vj for _, vi, vj in views)
+        if signatures is not None and content is not None and (by_keypoints or by_views):
             si, sj = signatures[i], signatures[j]
             if si is not None and sj is not None:
-                aligned = _aligned(si, sj, content_of(i), content_of(j), views, min_aligned)
+                aligned = _aligned(
+                    si, sj, content_of(i), content_of(j), views, min_aligned, by_keypoints
+                )
         pair = Pair(i, j, distance, round(correlation, 4), round(fine, 4), False, round(aligned, 4))
         if aligned >= min_aligned:
             pairs.append(pair)
@@ -525,10 +534,16 @@ def _aligned(
     content_b: np.ndarray,
     views: list[tuple[int, int, int]],
     accept: float,
+    keypoints: bool = True,
 ) -> float:
-    """The aligned score of a pair: the keypoints' map first, then the matched views' boxes."""
+    """The aligned score of a pair: the keypoints' map first (with ``keypoints``), then the
+    matched views' boxes."""
     found = 0.0
-    matrix = keypoint_map(a, b, float(max(content_a.shape)), float(max(content_b.shape)))
+    matrix = (
+        keypoint_map(a, b, float(max(content_a.shape)), float(max(content_b.shape)))
+        if keypoints
+        else None
+    )
     if matrix is not None:
         found = aligned_score(content_a, content_b, [matrix], accept=accept)[0]
     if found >= accept:
