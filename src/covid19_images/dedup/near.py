@@ -284,7 +284,7 @@ def find_duplicates(
             raw[i] = (pixels, detail(pixels))
         return raw[i]
 
-    @lru_cache(maxsize=4096)  # most pairs of one image share one rectangle
+    @lru_cache(maxsize=1024)  # most pairs of one image share one rectangle
     def frame_part(i: int, rect: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         """The whole-frame thumbnail and its detail inside ``rect``, standardised."""
         pixels, fine = raw_thumb(i)
