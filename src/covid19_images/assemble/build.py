@@ -37,7 +37,7 @@ from covid19_images.fetch import Located, data_root, locate
 from covid19_images.fetch.ensure import FetchEvent, SourcesReport, ensure_sources
 from covid19_images.fetch.fetcher import FileProgress
 from covid19_images.loaders.packed import PACKED_VERSION, write_packed
-from covid19_images.problems import ProblemLog
+from covid19_images.problems import KINDS, ProblemLog
 from covid19_images.process.dicom import write_secondary_capture
 from covid19_images.process.executor import Executor, LocalExecutor
 from covid19_images.process.image import DecodeError
@@ -161,6 +161,8 @@ def build(
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     seed = recipe.split.seed if seed is None else seed
+    if mirror is not None and not Path(mirror).is_dir():
+        raise BuildError(f"the mirror folder {mirror} does not exist (or is not a folder)")
     base = data_root(root)
     final = Path(out) / recipe.name
     ids = _source_ids(recipe, sources)
@@ -181,11 +183,15 @@ def build(
     fetched.log_problems(log)
 
     records, used, missing = _ingest(ids, base, mirror, log)
+    if not records and used:
+        raise BuildError(_nothing_read(recipe, used, log))
     if not records:
         advice = fetched.advice()
         raise BuildError(
             f"no images for recipe {recipe.name}: none of its sources is present "
-            f"(looked for {', '.join(missing) or 'nothing'})"
+            f"(looked for {', '.join(missing)}"
+            + (f" in {mirror} and {base}" if mirror is not None else f" in {base}")
+            + ")"
             + (f"\n{advice}" if advice else "; fetch some or pass --mirror")
         )
     membership = _membership(recipe, base, mirror, log)
@@ -252,6 +258,19 @@ def build(
 def _reported(result: BuildResult, fetched: SourcesReport) -> BuildResult:
     result.fetch = fetched
     return result
+
+
+def _nothing_read(recipe: Recipe, used: dict[str, Located], log: ProblemLog) -> str:
+    """Why the sources that are present gave no image: their metadata problems, if any."""
+    metadata = ("missing-column", "unreadable-metadata", "unreadable-file")
+    skipped = [p for p in log if p.source in used and p.action == "skipped"]
+    causes = [p for p in skipped if p.kind in metadata] or skipped
+    said = "; ".join(f"{p.source} {p.file}: {p.detail or KINDS[p.kind]}" for p in causes[:3])
+    return (
+        f"no images for recipe {recipe.name}: {', '.join(sorted(used))} "
+        f"{'is' if len(used) == 1 else 'are'} present but gave no image"
+        + (f" ({said})" if said else "")
+    )
 
 
 def _nothing_passes(recipe: Recipe, log: ProblemLog) -> str:
@@ -346,6 +365,13 @@ def _source_ids(recipe: Recipe, only: list[str] | None) -> list[str]:
     wanted_modality = "ct" if recipe.modality == ["CT"] else "xray"
     if only:
         ids = [catalog.get(s).id for s in only]
+        other = [s for s in ids if wanted_modality not in catalog.get(s).modality]
+        if other:
+            kind = "CT" if wanted_modality == "ct" else "X-ray"
+            raise BuildError(
+                f"recipe {recipe.name} reads {kind} sources; {', '.join(other)} "
+                f"{'has' if len(other) == 1 else 'have'} no {kind} images"
+            )
     elif recipe.sources == "all":
         ids = [s for s in adapter_ids() if wanted_modality in catalog.get(s).modality]
     else:

@@ -1,0 +1,68 @@
+"""The command line names the real cause of a build that cannot start, in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from covid19_images.cli.app import app
+
+runner = CliRunner()
+
+
+def _build(tmp_path: Path, *args: str) -> tuple[int, str]:
+    result = runner.invoke(
+        app,
+        ["build", "xray-covid", "--root", str(tmp_path / "r"), "--out", str(tmp_path / "o"), *args],
+    )
+    return result.exit_code, " ".join(result.output.split())  # unwrapped
+
+
+def test_a_mirror_that_does_not_exist_is_named(tmp_path: Path) -> None:
+    code, out = _build(tmp_path, "--no-fetch", "--mirror", str(tmp_path / "no-such-dir"))
+    assert code == 1
+    assert "mirror folder" in out and "does not exist" in out and "no-such-dir" in out
+    assert "pass --mirror" not in out and "Traceback" not in out
+    assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
+
+
+def test_a_source_of_another_modality_is_named(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    code, out = _build(
+        tmp_path, "--no-fetch", "--mirror", str(tmp_path / "m"), "--sources", "mosmeddata"
+    )
+    assert code == 1
+    assert "mosmeddata" in out and "X-ray" in out
+    assert "looked for nothing" not in out and "Traceback" not in out
+
+
+def test_unusable_metadata_is_named_not_called_absent(shared_sources: Path, tmp_path: Path) -> None:
+    upstream = shared_sources / "figure1-covid-chestxray"
+    mirror = tmp_path / "m"
+    (mirror / "figure1-covid-chestxray").mkdir(parents=True)
+    (mirror / "figure1-covid-chestxray" / "images").symlink_to(upstream / "images")
+    header, rest = (upstream / "metadata.csv").read_bytes().split(b"\n", 1)
+    assert b",finding," in header
+    renamed = header.replace(b",finding,", b",diagnosis,")  # the column the adapter needs
+    (mirror / "figure1-covid-chestxray" / "metadata.csv").write_bytes(renamed + b"\n" + rest)
+
+    code, out = _build(tmp_path, "--no-fetch", "--mirror", str(mirror), "--sources", "figure1")
+
+    assert code == 1
+    assert "figure1 is present but gave no image" in out
+    assert "metadata.csv" in out and "finding" in out
+    assert "none of its sources is present" not in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("recipe", ["xray-covid", "ct-covid"])
+def test_recipes_reject_sources_of_the_other_modality_before_any_work(
+    tmp_path: Path, recipe: str
+) -> None:
+    from covid19_images.assemble.build import BuildError, build
+
+    other = "mosmeddata" if recipe == "xray-covid" else "figure1"
+    with pytest.raises(BuildError, match=other):
+        build(recipe, out=tmp_path / "o", root=tmp_path / "r", sources=[other], fetch=False)
+    assert not (tmp_path / "o").exists()
