@@ -32,6 +32,7 @@ from covid19_images.catalog import load_catalog
 from covid19_images.cli.render import entry_json, render_catalog, render_info
 from covid19_images.errors import Covid19ImagesError
 from covid19_images.fetch import FetchEvent, FetchResult, SourcesReport, fetch_source, locate
+from covid19_images.fetch.archive import DEFAULT_MAX_RATIO, parse_size
 from covid19_images.fetch.ensure import FETCH_ENV, manual_line
 from covid19_images.fetch.store import HOME_ENV, MIRROR_ENV, RECEIPT
 
@@ -176,6 +177,26 @@ def fetch_command(
     force: Annotated[bool, typer.Option(help="Download again even if complete.")] = False,
     retries: Annotated[int, typer.Option(min=0, help="Retries per file.")] = 3,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for a server.")] = 60.0,
+    max_extracted_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-extracted-bytes",
+            parser=parse_size,
+            metavar="SIZE",
+            help="Refuse an archive that declares or expands to more than this (e.g. 500GB, "
+            "2TiB); default: 10 times the catalog's download size, else 2 TiB.",
+            show_default=False,
+        ),
+    ] = None,
+    max_ratio: Annotated[
+        float,
+        typer.Option(
+            "--max-ratio",
+            min=1,
+            help="Refuse an archive, or a member of one, that expands more than this many "
+            "times its compressed size (image archives rarely pass 10).",
+        ),
+    ] = DEFAULT_MAX_RATIO,
 ) -> None:
     """Get sources' raw files: download and verify, check a manual download, or use a mirror."""
     catalog = load_catalog()
@@ -197,6 +218,8 @@ def fetch_command(
                     retries=retries,
                     timeout=timeout,
                     progress=progress,
+                    max_extracted_bytes=max_extracted_bytes,
+                    max_ratio=max_ratio,
                 )
         except Covid19ImagesError as exc:
             if len(entries) == 1:

@@ -2,14 +2,16 @@
 
 The one entry point is :func:`fetch_source`. Whatever path it takes, the result is a folder in
 upstream's own layout whose required files are present (checked against the catalog's
-``layout``), and the raw layer never holds a half-fetched source under its final name.
+``layout``), and the raw layer never holds a half-fetched source under its final name. A fetch
+that fails or is refused leaves nothing in the raw layer (no ``.partial`` folder, no temporary
+file) and never touches a complete version fetched before.
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +28,13 @@ from covid19_images.errors import (
     LayoutError,
     SourceNotAvailableError,
 )
-from covid19_images.fetch.archive import extract_archive, is_archive
+from covid19_images.fetch.archive import (
+    DEFAULT_MAX_EXTRACTED_BYTES,
+    DEFAULT_MAX_RATIO,
+    ExtractionLimits,
+    extract_archive,
+    is_archive,
+)
 from covid19_images.fetch.download import DownloadedFile, download_file
 from covid19_images.fetch.layout import find_layout_root, missing_paths
 from covid19_images.fetch.store import (
@@ -47,6 +55,34 @@ FileProgress = Callable[[str, int, int | None], None]
 """Called with (file name, bytes so far, total bytes or None) while a file downloads."""
 
 pooch.get_logger().setLevel("WARNING")
+
+CATALOG_SIZE_FACTOR = 10
+"""How many times the catalog's size of its largest download one archive may expand to."""
+
+MIN_CATALOG_LIMIT = 1024**3
+"""The limit derived from catalog sizes is never below 1 GiB."""
+
+
+def default_max_extracted_bytes(entry: SourceEntry) -> int:
+    """The most bytes one archive of ``entry`` may expand to unless told otherwise.
+
+    Where the catalog states the size of every download of the source: 10 times the largest,
+    and at least 1 GiB. Image archives shrink their contents little (about 1:1 for PNG and JPEG,
+    rarely past 5:1 for DICOM or NIfTI), so ten times leaves room for a user's download that is
+    packed differently from the catalog's, while an archive that expands to more is not what
+    the catalog describes. Where a size is unknown: the fixed
+    :data:`~covid19_images.fetch.archive.DEFAULT_MAX_EXTRACTED_BYTES` (2 TiB).
+
+    Example:
+        >>> from covid19_images import get_source
+        >>> default_max_extracted_bytes(get_source("figure1")) == 2 * 1024**4
+        True
+    """
+    sizes = [item.size for item in entry.download]
+    if sizes and all(size is not None for size in sizes):
+        largest = max(size for size in sizes if size is not None)
+        return max(largest * CATALOG_SIZE_FACTOR, MIN_CATALOG_LIMIT)
+    return DEFAULT_MAX_EXTRACTED_BYTES
 
 
 @dataclass(frozen=True)
@@ -72,6 +108,8 @@ def fetch_source(
     retries: int = 3,
     timeout: float = 60.0,
     progress: FileProgress | None = None,
+    max_extracted_bytes: int | None = None,
+    max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> FetchResult:
     """Make a source's raw files available and return where they are.
 
@@ -90,12 +128,20 @@ def fetch_source(
         retries: Further attempts per file after a network error or checksum mismatch.
         timeout: Seconds to wait for a server.
         progress: Optional per-file progress callback.
+        max_extracted_bytes: The most bytes one archive may expand to; an archive whose members
+            declare more, or that turns out to hold more while being extracted, is refused.
+            Default: :func:`default_max_extracted_bytes` (from the catalog's download sizes
+            where it states them, else 2 TiB).
+        max_ratio: The most times its compressed size a member, or a whole archive, may expand
+            to (default 200; image archives rarely pass 10).
 
     Raises:
         UnknownSourceError: ``source`` is not in the catalog.
         LayoutError: ``from_path`` lacks files the source needs (each one listed).
         SourceNotAvailableError: A manual source with nothing local.
         FetchError: A download or extraction failed; nothing was marked complete.
+        ArchiveTooLargeError: An archive declares or holds more than the limits allow (an
+            archive bomb); nothing was written.
 
     Example:
         >>> result = fetch_source("figure1", root="data")  # doctest: +SKIP
@@ -106,9 +152,14 @@ def fetch_source(
     if entry.subset_of:  # e.g. the CT rows of ieee8023 live in ieee8023's files
         entry = load_catalog().get(entry.subset_of)
     base = data_root(root)
+    if max_extracted_bytes is None:
+        max_extracted_bytes = default_max_extracted_bytes(entry)
+    limits = ExtractionLimits(max_extracted_bytes=max_extracted_bytes, max_ratio=max_ratio)
+    if limits.max_extracted_bytes < 0 or not limits.max_ratio > 0:
+        raise FetchError("max_extracted_bytes must be 0 or more and max_ratio more than 0")
     if from_path is not None:
         with _source_lock(entry, base):
-            return _from_local(entry, Path(from_path).expanduser(), base, copy=copy)
+            return _from_local(entry, Path(from_path).expanduser(), base, copy=copy, limits=limits)
 
     mirror_path = mirror_root(mirror)
     if mirror_path is not None and not force:
@@ -129,7 +180,9 @@ def fetch_source(
     with _source_lock(entry, base):
         if not force and read_receipt(final) is not None:  # finished while we waited
             return FetchResult(entry.id, final, "already-fetched")
-        return _download(entry, base, retries=retries, timeout=timeout, progress=progress)
+        return _download(
+            entry, base, retries=retries, timeout=timeout, progress=progress, limits=limits
+        )
 
 
 @contextmanager
@@ -178,38 +231,38 @@ def manual_guidance(entry: SourceEntry, mirror: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def _from_local(entry: SourceEntry, path: Path, base: Path, *, copy: bool) -> FetchResult:
+def _from_local(
+    entry: SourceEntry, path: Path, base: Path, *, copy: bool, limits: ExtractionLimits
+) -> FetchResult:
     if not path.exists():
         raise FetchError(f"{path} does not exist")
     if path.is_file():
         if not is_archive(path):
             raise FetchError(f"{path} is a file but not an archive (.zip or .tar*)")
-        staging = _fresh_staging(entry, base)
-        unpacked = staging / "unpacked"
-        extract_archive(path, unpacked)
-        found = find_layout_root(entry, unpacked)
-        if found is None:
-            missing = missing_paths(entry, unpacked)
-            shutil.rmtree(staging, ignore_errors=True)
-            raise LayoutError(entry.id, str(path), missing)
-        files = [
-            {
-                "filename": path.name,
-                "sha256": pooch.file_hash(str(path), alg="sha256"),
-                "size": path.stat().st_size,
-                "origin": "user archive",
-            }
-        ]
-        return _commit(entry, base, found, staging, files, "imported")
+        with _staging(entry, base) as staging:
+            unpacked = staging / "unpacked"
+            extract_archive(path, unpacked, limits=limits)
+            found = find_layout_root(entry, unpacked)
+            if found is None:
+                raise LayoutError(entry.id, str(path), missing_paths(entry, unpacked))
+            files = [
+                {
+                    "filename": path.name,
+                    "sha256": pooch.file_hash(str(path), alg="sha256"),
+                    "size": path.stat().st_size,
+                    "origin": "user archive",
+                }
+            ]
+            return _commit(entry, base, found, files, "imported")
 
     found = find_layout_root(entry, path)
     if found is None:
         raise LayoutError(entry.id, str(path), missing_paths(entry, path))
     if copy:
-        staging = _fresh_staging(entry, base)
-        tree = staging / "tree"
-        shutil.copytree(found, tree, symlinks=False)
-        return _commit(entry, base, tree, staging, [{"origin": f"copied from {found}"}], "imported")
+        with _staging(entry, base) as staging:
+            tree = staging / "tree"
+            shutil.copytree(found, tree, symlinks=False)
+            return _commit(entry, base, tree, [{"origin": f"copied from {found}"}], "imported")
     write_json_atomic(
         registration_file(entry, base),
         {
@@ -229,6 +282,7 @@ def _download(
     retries: int,
     timeout: float,
     progress: FileProgress | None,
+    limits: ExtractionLimits,
 ) -> FetchResult:
     cache = downloads_dir(entry, base)
     fetched: list[DownloadedFile] = []
@@ -257,65 +311,97 @@ def _download(
                 raise HostUnreachableError(exc.host, message) from exc
             raise FetchError(message) from exc
 
-    staging = _fresh_staging(entry, base)
-    tree = staging / "tree"
-    tree.mkdir()
-    for item, got in zip(entry.download, fetched, strict=True):
-        target = tree / item.subdir if item.subdir else tree
-        if item.extract and is_archive(got.path):
-            extract_archive(got.path, target, strip_top_level=item.strips_top_level())
-        else:
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(got.path, target / got.path.name)
-        for inner in item.unpack:
-            nested = target / inner
-            if not nested.is_file():
-                shutil.rmtree(staging, ignore_errors=True)
-                raise FetchError(f"{entry.id}: {inner} is not in the downloaded archive")
-            extract_archive(nested, nested.parent)
-            nested.unlink()
-    missing = missing_paths(entry, tree)
-    if missing:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise FetchError(
-            f"{entry.id}: the download lacks files the catalog expects: {', '.join(missing)}"
-        )
-    files = [
-        {
-            "url": got.url,
-            "filename": got.path.name,
-            "sha256": got.sha256,
-            "size": got.size,
-            "catalog_checksum": got.verified_against,
-            "verified": got.verified_against is not None,
-        }
-        for got in fetched
-    ]
-    result = _commit(entry, base, tree, staging, files, "downloaded")
+    try:
+        with _staging(entry, base) as staging:
+            tree = staging / "tree"
+            tree.mkdir()
+            _unpack_downloads(entry, fetched, tree, limits)
+            missing = missing_paths(entry, tree)
+            if missing:
+                raise FetchError(
+                    f"{entry.id}: the download lacks files the catalog expects: "
+                    f"{', '.join(missing)}"
+                )
+            files = [
+                {
+                    "url": got.url,
+                    "filename": got.path.name,
+                    "sha256": got.sha256,
+                    "size": got.size,
+                    "catalog_checksum": got.verified_against,
+                    "verified": got.verified_against is not None,
+                }
+                for got in fetched
+            ]
+            result = _commit(entry, base, tree, files, "downloaded")
+    except FetchError:
+        # A download no checksum vouches for may be what is broken: pooch would use it again
+        # as it is, so it goes. A verified one stays for the next try (a higher limit, say).
+        for got in fetched:
+            if got.verified_against is None:
+                got.path.unlink(missing_ok=True)
+        raise
     for got in fetched:  # the receipt keeps their checksums; the raw tree keeps the bytes
         got.path.unlink(missing_ok=True)
     unverified = [got.path.name for got in fetched if got.verified_against is None]
     return FetchResult(result.source, result.path, result.action, unverified)
 
 
-def _fresh_staging(entry: SourceEntry, base: Path) -> Path:
+def _unpack_downloads(
+    entry: SourceEntry, fetched: list[DownloadedFile], tree: Path, limits: ExtractionLimits
+) -> None:
+    """Extract (or copy) each download into ``tree``, then the archives nested in them."""
+    for item, got in zip(entry.download, fetched, strict=True):
+        target = tree / item.subdir if item.subdir else tree
+        if item.extract and is_archive(got.path):
+            extract_archive(
+                got.path, target, strip_top_level=item.strips_top_level(), limits=limits
+            )
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(got.path, target / got.path.name)
+        for inner in item.unpack:
+            nested = target / inner
+            if not nested.is_file():
+                raise FetchError(f"{entry.id}: {inner} is not in the downloaded archive")
+            extract_archive(nested, nested.parent, limits=limits)
+            nested.unlink()
+
+
+@contextmanager
+def _staging(entry: SourceEntry, base: Path) -> Iterator[Path]:
+    """A fresh ``raw/<source>/.<version>.partial/`` folder, removed however the block ends.
+
+    Only ever this folder is removed: the complete version beside it is replaced by
+    :func:`_commit` alone, and only by a complete tree.
+    """
     final = raw_dir(entry, base)
     staging = final.parent / f".{final.name}.partial"
-    if staging.exists():
+    if staging.exists():  # left by a process that was killed
         shutil.rmtree(staging)
+    created = [p for p in (final.parent, final.parent.parent) if not p.exists()]
     staging.mkdir(parents=True)
-    return staging
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:  # nor an empty raw/<source>/ or raw/ made for it
+            with suppress(OSError):
+                folder.rmdir()
 
 
 def _commit(
     entry: SourceEntry,
     base: Path,
     tree: Path,
-    staging: Path,
     files: list[dict[str, Any]],
     action: Action,
 ) -> FetchResult:
-    """Write the receipt and rename the verified tree to its final name."""
+    """Write the receipt and rename the verified tree to its final name.
+
+    A complete version already there is moved aside first and put back if the rename fails, so
+    it is only ever deleted once the new one is in its place.
+    """
     from covid19_images import __version__
 
     receipt = {
@@ -329,13 +415,18 @@ def _commit(
     }
     write_json_atomic(tree / RECEIPT, receipt)
     final = raw_dir(entry, base)
-    if final.exists():
-        old = final.parent / f".{final.name}.old"
+    old = final.parent / f".{final.name}.old"
+    moved_aside = final.exists()
+    if moved_aside:
         shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
-        shutil.rmtree(old, ignore_errors=True)
-    tree.rename(final)
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        tree.rename(final)
+    except BaseException:
+        if moved_aside and not final.exists():
+            old.rename(final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
     return FetchResult(entry.id, final, action)
 
 
