@@ -99,7 +99,7 @@ def test_strict_turns_problems_into_an_exit_code(shared_sources: Path, tmp_path:
     ("args", "code", "message"),
     [
         (["build", "no-such-recipe"], 2, "unknown recipe"),
-        (["audit", "/nonexistent/dataset"], 1, "no readable manifest"),
+        (["audit", "/nonexistent/dataset"], 2, "no readable manifest"),
     ],
 )
 def test_user_errors_are_one_message(args: list[str], code: int, message: str) -> None:

@@ -66,3 +66,67 @@ def test_recipes_reject_sources_of_the_other_modality_before_any_work(
     with pytest.raises(BuildError, match=other):
         build(recipe, out=tmp_path / "o", root=tmp_path / "r", sources=[other], fetch=False)
     assert not (tmp_path / "o").exists()
+
+
+def test_an_out_path_that_is_a_file_fails_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "o").write_text("not a folder", encoding="utf-8")
+    code, out = _build(tmp_path, "--no-fetch", "--mirror", str(tmp_path / "m"))
+    assert code == 1
+    assert "is a file, not a folder" in out and "Traceback" not in out
+    assert not (tmp_path / "r").exists()  # nothing was fetched, hashed or decoded
+
+
+def test_a_negative_seed_is_refused_when_parsed(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    code, out = _build(tmp_path, "--no-fetch", "--mirror", str(tmp_path / "m"), "--seed", "-1")
+    assert code == 2
+    assert "--seed" in out and "Traceback" not in out
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_unknown_recipe_gets_a_suggestion() -> None:
+    result = runner.invoke(app, ["build", "xray-covi", "--no-fetch"])
+    out = " ".join(result.output.split())
+    assert result.exit_code == 2
+    assert "did you mean xray-covid" in out and "Traceback" not in out
+
+
+def test_an_unknown_view_is_one_line_without_a_url(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    code, out = _build(tmp_path, "--no-fetch", "--mirror", str(tmp_path / "m"), "--views", "PX")
+    assert code == 2
+    assert "unknown views ['PX']" in out
+    assert "http" not in out and "Traceback" not in out
+
+
+def test_audit_exit_codes_tell_an_error_from_a_finding(tmp_path: Path) -> None:
+    not_a_dataset = runner.invoke(app, ["audit", str(tmp_path / "typo")])
+    assert not_a_dataset.exit_code == 2
+    assert "manifest.parquet" in not_a_dataset.output
+
+
+def test_export_of_a_typo_leaves_nothing_behind(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["export", str(tmp_path / "typo"), "--format", "imagefolder"])
+    assert result.exit_code == 2
+    assert "not a dataset" in " ".join(result.output.split())
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_forced_rebuild_keeps_the_exports_a_user_made(
+    shared_sources: Path, tmp_path: Path
+) -> None:
+    args = ["--no-fetch", "--mirror", str(shared_sources), "--sources", "figure1"]
+    code, out = _build(tmp_path, *args)
+    assert code == 0, out
+    dataset = tmp_path / "o" / "xray-covid"
+    exported = runner.invoke(app, ["export", str(dataset), "--format", "imagefolder"])
+    assert exported.exit_code == 0, exported.output
+    made = sorted(p.relative_to(dataset) for p in (dataset / "exports").rglob("*.png"))
+    assert made
+
+    code, out = _build(tmp_path, *args, "--force")
+
+    assert code == 0, out
+    assert sorted(p.relative_to(dataset) for p in (dataset / "exports").rglob("*.png")) == made
+    assert not list((tmp_path / "o").glob(".*"))  # no partial or old folder left beside it

@@ -163,6 +163,9 @@ def build(
     seed = recipe.split.seed if seed is None else seed
     if mirror is not None and not Path(mirror).is_dir():
         raise BuildError(f"the mirror folder {mirror} does not exist (or is not a folder)")
+    _check_out(Path(out))
+    if seed < 0:
+        raise BuildError(f"the split seed must be 0 or more, not {seed}")
     base = data_root(root)
     final = Path(out) / recipe.name
     ids = _source_ids(recipe, sources)
@@ -810,28 +813,49 @@ def write_manifest(manifest: pd.DataFrame, folder: Path, expected_sha: str | Non
     return manifest_sha
 
 
+def _check_out(out: Path) -> None:
+    """Fail early (before any work) when the output folder cannot be one."""
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise BuildError(f"--out {out}: {folder} is a file, not a folder")
+            return
+
+
+EXPORTS = "exports"
+"""A dataset's sub-folder of exports (``covid19-images export``): kept when it is rebuilt."""
+
+
 @contextmanager
 def staging(final: Path) -> Iterator[Path]:
     """A temporary folder beside ``final`` that replaces it when the block completes.
 
     Nothing of a failed or interrupted block remains; an earlier dataset at ``final`` stays as
-    it was until the new one is complete.
+    it was until the new one is complete. Its ``exports/`` (what a user exported from it) moves
+    into the new one: they were made from the earlier images, and export again refreshes them.
     """
     if final.exists() and not (final / LOCK).is_file() and not (final / MANIFEST).is_file():
         raise BuildError(f"{final} exists and is not a dataset of covid19-images: not replacing it")
+    _check_out(final.parent)
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(final)
     tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    moved = False
     try:
         yield tmp
+        if (final / EXPORTS).is_dir() and not (tmp / EXPORTS).exists():
+            (final / EXPORTS).rename(tmp / EXPORTS)
+            moved = True
         if final.exists():
             old = final.parent / f".{final.name}.old-{os.getpid()}"
             final.rename(old)
             shutil.rmtree(old, ignore_errors=True)
         tmp.rename(final)
     except BaseException:
+        if moved and final.is_dir() and not (final / EXPORTS).exists():
+            (tmp / EXPORTS).rename(final / EXPORTS)  # the earlier dataset keeps its exports
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 

@@ -69,6 +69,8 @@ def export(
         'datasets/xray-binary/exports/covidx-binary'
     """
     folder = Path(folder)
+    if not (folder / "manifest.parquet").is_file():
+        raise ExportError(f"{folder} is not a dataset of covid19-images (no manifest.parquet)")
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
     if covidx_task is not None and fmt != "covidx":
@@ -87,6 +89,7 @@ def export(
     )
     tmp = target.parent / f".{target.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
+    made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
         writer(folder, tmp)
@@ -95,6 +98,11 @@ def export(
         tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for empty in made:  # the folders this call created, innermost first
+            try:
+                empty.rmdir()
+            except OSError:
+                break
         raise
     return target
 

@@ -6,6 +6,7 @@ is validated against :class:`Recipe` when it loads.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -134,15 +135,19 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     else:
         resource = resources.files("covid19_images.recipes") / f"{name_or_path}.toml"
         if not resource.is_file():
+            close = difflib.get_close_matches(str(name_or_path), recipe_names(), n=3, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
             raise RecipeError(
-                f"unknown recipe {str(name_or_path)!r}; known: {', '.join(recipe_names())} "
+                f"unknown recipe {str(name_or_path)!r}{hint}; known: {', '.join(recipe_names())} "
                 "(or a path to a recipe .toml)"
             )
         text = resource.read_text(encoding="utf-8")
     try:
         return Recipe.model_validate(tomllib.loads(text))
-    except (tomllib.TOMLDecodeError, ValidationError) as exc:
-        raise RecipeError(f"invalid recipe {name_or_path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"invalid recipe {name_or_path}: {exc}") from None
+    except ValidationError as exc:
+        raise RecipeError(f"invalid recipe {name_or_path}: {_said(exc)}") from None
 
 
 def with_options(
@@ -172,7 +177,15 @@ def with_options(
     try:
         return Recipe.model_validate({**recipe.model_dump(), **update})
     except ValidationError as exc:
-        raise RecipeError(f"invalid options for recipe {recipe.name}: {exc}") from exc
+        raise RecipeError(f"invalid options for recipe {recipe.name}: {_said(exc)}") from None
+
+
+def _said(exc: ValidationError) -> str:
+    """A validation error in one line: each field and what is wrong with it, no URLs."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'recipe'}: {error['msg']}"
+        for error in exc.errors()
+    )
 
 
 def parse_merge(options: list[str]) -> dict[str, list[str]]:

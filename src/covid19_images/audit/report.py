@@ -38,7 +38,9 @@ from covid19_images.process.signature import (
 
 
 class AuditError(Covid19ImagesError):
-    """The folder is not an assembled dataset."""
+    """The folder is not an assembled dataset (exit code 2: an error, not a finding)."""
+
+    exit_code = 2
 
 
 @dataclass

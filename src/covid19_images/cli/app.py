@@ -84,6 +84,15 @@ def _handled(func: Callable[P, R]) -> Callable[P, R]:
         except Covid19ImagesError as exc:
             err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # a file system's answer: one line, the path and the reason
+            where = f"{exc.filename}: " if exc.filename else ""
+            err.print(
+                f"[bold red]error:[/] {where}{exc.strerror or exc}", markup=True, highlight=False
+            )
+            raise typer.Exit(2) from None
+        except ValueError as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted; run the same command again to resume")
             raise typer.Exit(130) from None
@@ -258,7 +267,9 @@ def build_command(
     root: RootOption = None,
     mirror: MirrorOption = None,
     size: Annotated[int, typer.Option(min=16, max=2048, help="Side of the square images.")] = 224,
-    seed: Annotated[int | None, typer.Option(help="Split seed (default: the recipe's).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="Split seed (default: the recipe's).")
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(min=1, help="Decoding processes (default: all cores).")
     ] = None,
@@ -397,7 +408,11 @@ def audit_command(
     dataset: Annotated[Path, typer.Argument(help="An assembled dataset folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Check a dataset for leakage (patients, near-duplicate images) and confounding."""
+    """Check a dataset for leakage (patients, near-duplicate images) and confounding.
+
+    Exit status: 0 when nothing was found, 1 when leakage or missing files were found, 2 when
+    DATASET is not a dataset (an error, as grep and diff use it).
+    """
     from covid19_images.audit import audit_dataset
 
     report = audit_dataset(dataset)
