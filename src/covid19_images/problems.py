@@ -81,7 +81,7 @@ class ProblemLog:
         >>> log = ProblemLog()
         >>> log.add("figure1", "metadata.csv", None, "bad-encoding", "repaired", "read as cp1252")
         >>> log.summary()
-        '1 problem: bad-encoding 1'
+        '1 input problem: bad-encoding 1'
     """
 
     def __init__(self) -> None:
@@ -153,11 +153,38 @@ class ProblemLog:
         """Write ``problems.csv``."""
         self.frame().to_csv(path, index=False)
 
+    def input_problems(self) -> list[Problem]:
+        """The problems of the input itself: neither a recipe's decision (``excluded``) nor a
+        metadata row whose file the download does not hold (``missing-file``: a partial
+        download or mirror lists far more files than it has)."""
+        return [p for p in self._items if p.action != "excluded" and p.kind != "missing-file"]
+
     def summary(self) -> str:
-        """One line: the number of problems and the count per kind."""
-        if not self._items:
-            return "no problems"
-        counts = Counter(p.kind for p in self._items)
-        n = len(self._items)
-        kinds = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-        return f"{n} problem{'s' if n != 1 else ''}: {kinds}"
+        """One line: the input's problems per kind, then, apart, the rows whose file is not
+        there and the recipe's decisions.
+
+        Example:
+            >>> log = ProblemLog()
+            >>> log.add("figure1", "a.jpg", 3, "missing-file", "skipped")
+            >>> log.add("figure1", "b.jpg", None, "duplicate", "excluded", "copy of c.jpg")
+            >>> log.summary()
+            'no input problems; also 1 metadata row whose file is not present (missing-file), 1 left out by the recipe (duplicate 1)'
+        """  # noqa: E501
+        real = self.input_problems()
+        absent = sum(p.kind == "missing-file" and p.action != "excluded" for p in self._items)
+        decided = Counter(p.kind for p in self._items if p.action == "excluded")
+        n = len(real)
+        if n:
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(Counter(p.kind for p in real).items()))
+            head = f"{n} input problem{'s' if n != 1 else ''}: {kinds}"
+        else:
+            head = "no input problems"
+        also = []
+        if absent:
+            rows = "rows" if absent != 1 else "row"
+            also.append(f"{absent} metadata {rows} whose file is not present (missing-file)")
+        if decided:
+            total = sum(decided.values())
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(decided.items()))
+            also.append(f"{total} left out by the recipe ({kinds})")
+        return head + (f"; also {', '.join(also)}" if also else "")

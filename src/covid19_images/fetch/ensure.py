@@ -72,7 +72,7 @@ class SourcesReport:
             >>> log = ProblemLog()
             >>> SourcesReport(True, failed={"figure1": "could not download"}).log_problems(log)
             >>> log.summary()
-            '1 problem: fetch-failed 1'
+            '1 input problem: fetch-failed 1'
         """
         for source, message in sorted(self.failed.items()):
             log.add(source, "", None, "fetch-failed", "skipped", " ".join(message.split()))
