@@ -116,10 +116,10 @@ def test_importing_the_package_imports_no_framework() -> None:
 def test_a_framework_that_is_not_installed_names_its_extra(
     xray_dataset: BuildResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from covid19_images.loaders import api
+    from covid19_images.loaders.frameworks import FrameworkMissingError
 
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
-    with pytest.raises(api.FrameworkMissingError, match=r"pip install 'covid19-images\[torch\]'"):
+    with pytest.raises(FrameworkMissingError, match=r"pip install 'covid19-images\[torch\]'"):
         ci.load(Path(xray_dataset.path), "train", framework="torch")
 
 

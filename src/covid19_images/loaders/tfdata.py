@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from covid19_images.loaders.api import triton_before_tensorflow
+from covid19_images.loaders.frameworks import triton_before_tensorflow
 
 triton_before_tensorflow()
 
