@@ -195,7 +195,7 @@ class _Budget:
         limit = self.limits.max_extracted_bytes
         if self.declared > limit:
             raise self._refuse(
-                f"its members declare more than {human_size(self.declared)}, over the limit of "
+                f"its members declare at least {human_size(self.declared)}, over the limit of "
                 f"{human_size(limit)}",
                 "raise the limit with --max-extracted-bytes",
             )
@@ -304,13 +304,13 @@ def _copy_zip_member(
 ) -> None:
     """Copy one member, counting its bytes against the size its headers declare.
 
-    zipfile stops reading a member at its declared size (and then fails its CRC check); it is
-    asked here to read on, up to what is left of the limit, so that a member whose headers
-    understate its size is caught by name as soon as it passes them.
+    zipfile stops reading a member at its declared size and then fails its CRC check, so a member
+    whose headers understate its size would only show up as corrupt. It is asked here to read on
+    past the declared size, a chunk at a time, so that such a member is refused by name as soon
+    as it passes the size it declares; the running total is counted against the limit as well.
     """
-    left = budget.limits.max_extracted_bytes - budget.written
     unbounded = copy.copy(info)
-    unbounded.file_size = max(left, info.file_size) + 1
+    unbounded.file_size = info.file_size + 2 * _CHUNK  # its CRC is checked at its true end
     got = 0
     with zf.open(unbounded) as src, target.open("wb") as dst:
         while chunk := src.read(_CHUNK):

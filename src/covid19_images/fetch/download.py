@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,10 @@ def download_file(
         raise FetchError(f"could not download {url}: {exc}") from exc
     except OSError as exc:
         raise FetchError(f"could not write {folder / filename}: {exc}") from exc
+    finally:
+        # The folder of part files goes once empty; a part file kept for resuming keeps it.
+        with suppress(OSError):
+            downloader.partial_dir.rmdir()
     return DownloadedFile(
         url=url,
         path=path,
