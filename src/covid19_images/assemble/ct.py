@@ -83,7 +83,11 @@ def assemble_ct(
         >>> result = build("ct-covid", out="out", mirror="../shared/sources")  # doctest: +SKIP
         >>> result.manifest.groupby(["level", "class"]).size()  # doctest: +SKIP
     """
-    log, roots = job.log, {s: located.path for s, located in job.used.items()}
+    log = job.log
+    # Absolute from here on: the packed arrays are written from inside the staging folder, so
+    # a cache path relative to the working directory (``--root root``) would be read from there.
+    roots = {s: located.path.absolute() for s, located in job.used.items()}
+    base = job.base.absolute()
     segmentation = recipe.task == "segmentation"
     volumes = [r for r in selected if is_volume(r)]
     images = [r for r in selected if not is_volume(r)]
@@ -92,7 +96,7 @@ def assemble_ct(
         for r in images:
             _leave_out(log, r, "a 2-D image without a mask, and the recipe segments")
         images = []
-    ct_cache = job.base / "processed" / "ct"
+    ct_cache = base / "processed" / "ct"
     params = CtParams(size=job.size, window=recipe.window)
     volumes = process_volumes(
         volumes, roots, ct_cache, params=params, executor=job.executor, log=log
@@ -107,7 +111,7 @@ def assemble_ct(
         volumes = kept_volumes
     volumes, volume_pairs = _exact_volume_copies(volumes, log)
 
-    image_cache = job.base / "processed" / "ct-2d"
+    image_cache = base / "processed" / "ct-2d"
     image_params = Params(sizes=tuple(sorted({224, 512, job.size})))
     if images:
         images, _ = process_records(
@@ -126,7 +130,7 @@ def assemble_ct(
     )
     images = dedup.kept
     if job.dicom and images:
-        _write_dicoms(images, roots, image_cache, _salt(job.base), job.executor, log)
+        _write_dicoms(images, roots, image_cache, _salt(base), job.executor, log)
     kept = volumes + images
     for r in kept:  # file names can carry upstream ids; the folder and the digests stay
         files = r.attributes.get("files")

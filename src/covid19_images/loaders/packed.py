@@ -62,7 +62,11 @@ def write_packed(
     ``classes`` fixes the label numbers (their order); the PNGs must be ``size`` x ``size``
     greyscale, as a build writes them. ``masks(uid, slice)`` gives each row's label map
     (``size`` x ``size`` uint8) for segmentation datasets, packed as ``<split>_<size>_mask.npy``.
-    A path outside ``folder`` (a cached slice) is read but not listed in the index.
+    A ``path`` is relative to ``folder`` (not to the working directory), or absolute: a path
+    outside ``folder`` (a cached slice) is read but not listed in the index.
+
+    Raises:
+        LoadError: a PNG is missing or not ``size`` x ``size``.
     """
     names = list(classes)
     meta: dict[str, Any] = {
@@ -91,8 +95,14 @@ def write_packed(
         )
         slices_of = part["slice"] if "slice" in part else pd.Series([0] * len(part))
         for i, (rel, uid, k) in enumerate(zip(part["path"], part["uid"], slices_of, strict=True)):
-            with Image.open(folder / str(rel)) as img:
-                pixels = np.asarray(img.convert("L"))
+            try:
+                with Image.open(folder / str(rel)) as img:
+                    pixels = np.asarray(img.convert("L"))
+            except FileNotFoundError:
+                raise LoadError(
+                    f"{rel} is not in {folder}: cannot pack it (a relative path is read from "
+                    "the dataset folder; a slice elsewhere needs an absolute path)"
+                ) from None
             if pixels.shape != (size, size):
                 raise LoadError(f"{rel} is {pixels.shape}, not {size} x {size}: cannot pack it")
             array[i] = pixels

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 
 from covid19_images.problems import KINDS, Action, ProblemLog
 from covid19_images.process.ct.dicom_series import SeriesGroup, SeriesProblem, scan_series
+from covid19_images.process.ct.volume import MIN_SLICES
 from covid19_images.records import VIEWS, Record, make_uid
 from covid19_images.sources.base import parse_age, parse_sex
 
@@ -92,7 +93,10 @@ def series_records(
     them, ``slice_thickness``, ``kernel`` and ``manufacturer``; ``age`` and ``sex`` from the
     header. Nothing else of the header is copied. Each scan problem is logged with its file
     relative to ``root``: localizers and lone images of another orientation ``excluded``, slice
-    gaps ``kept`` (also on the record), unreadable files ``skipped``.
+    gaps ``kept`` (also on the record), unreadable files ``skipped``. A group of fewer than
+    :data:`~covid19_images.process.ct.volume.MIN_SLICES` slices (a stray slice of another
+    series) is one ``too-few-slices`` row, ``skipped``, naming its file (its folder when it has
+    several), and no record.
 
     Example:
         >>> log = ProblemLog()
@@ -116,6 +120,17 @@ def series_records(
     made = []
     for group in groups:
         path_raw = folder_rel or "."
+        if len(group.files) < MIN_SLICES:
+            log.add(
+                source,
+                _join(folder_rel, group.files[0]) if len(group.files) == 1 else path_raw,
+                None,
+                "too-few-slices",
+                "skipped",
+                f"{group.label()}: a volume needs at least {MIN_SLICES} slices (a stray "
+                "slice, not a scan); left out",
+            )
+            continue
         view = group.orientation if group.orientation in VIEWS else "UNKNOWN"
         record = Record(
             source=source,

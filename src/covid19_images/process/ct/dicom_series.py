@@ -654,11 +654,20 @@ class _Slice:
     hu: bool | None
 
 
-def read_series(root: Path, group: SeriesGroup) -> Volume:
+def read_series(
+    root: Path, group: SeriesGroup, dropped: list[SeriesProblem] | None = None
+) -> Volume:
     """Decode a group's slices into an int16 HU :class:`Volume` on the series' grid.
 
     ``hu`` is True when the modality is CT and a rescale is present (or the pixels are signed),
     None otherwise.
+
+    Without ``dropped`` one slice that cannot be read fails the whole series. With a list, each
+    such slice (damaged, cut short, pixels that disagree with the header: ``BitsAllocated`` 8
+    in a 16-bit series, a size other than its group's) is left out of the volume and one
+    ``slice-gap`` :class:`SeriesProblem` naming it and why is appended; the other slices are
+    stacked as they are, so the volume has a gap there (as for a slice missing from the scan).
+    Only when no slice can be read does the first slice's error stop the series.
 
     Raises:
         VolumeError: ``unsupported-transfer-syntax`` (naming the package to install),
@@ -676,8 +685,13 @@ def read_series(root: Path, group: SeriesGroup) -> Volume:
         raise VolumeError(f"{group.label()} has no slice", "no-pixel-data")
     out = np.empty((len(group.files), group.rows, group.columns), dtype=np.int16)
 
-    def one(index: int) -> _Slice:
-        return _read_slice_into(root, group.files[index], group, out[index])
+    def one(index: int) -> _Slice | VolumeError:
+        try:
+            return _read_slice_into(root, group.files[index], group, out[index])
+        except VolumeError as exc:
+            if dropped is None:
+                raise
+            return exc
 
     count = len(group.files)
     threads = min(DECODE_THREADS, os.cpu_count() or 1) if _TURBO is not None else 1
@@ -685,9 +699,29 @@ def read_series(root: Path, group: SeriesGroup) -> Volume:
         warnings.simplefilter("ignore")
         if threads > 1 and count > 1:
             with ThreadPoolExecutor(max_workers=threads) as pool:
-                slices = list(pool.map(one, range(count)))
+                results = list(pool.map(one, range(count)))
         else:
-            slices = [one(index) for index in range(count)]
+            results = [one(index) for index in range(count)]
+    failed = [(i, r) for i, r in enumerate(results) if isinstance(r, VolumeError)]
+    slices = [r for r in results if not isinstance(r, VolumeError)]
+    if failed:
+        if not slices:
+            raise failed[0][1]
+        for index, exc in failed:
+            rel = group.files[index]
+            why = str(exc).removeprefix(f"{rel}: ")
+            if dropped is not None:
+                dropped.append(
+                    SeriesProblem(
+                        rel,
+                        "slice-gap",
+                        f"left out of its volume ({exc.kind}: {why}); the other "
+                        f"{len(slices)} slices are kept, with a gap here",
+                    )
+                )
+        keep = [i for i, r in enumerate(results) if not isinstance(r, VolumeError)]
+        out = out[keep]
+        count = len(keep)
     first = slices[0]
     geometry = _geometry(first.iop)
     if geometry is None:  # checked by the scan; the file changed since
@@ -731,7 +765,8 @@ def _read_slice_into(
             if _PIXEL_TAG_BYTES in path.read_bytes():
                 raise VolumeError(f"{rel}: the file is cut short in its pixel data")
             raise VolumeError(f"{rel}: no pixel data", "no-pixel-data")
-        bits_stored = int(ds.get("BitsStored") or ds.BitsAllocated)
+        bits_allocated = int(ds.BitsAllocated)
+        bits_stored = int(ds.get("BitsStored") or bits_allocated)
         signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
         slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
         intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
@@ -751,6 +786,12 @@ def _read_slice_into(
     if pixels.shape != (rows, columns):
         raise VolumeError(
             f"{rel}: decoded pixels are {pixels.shape}, the header says {(rows, columns)}",
+            "unreadable-file",
+        )
+    if pixels.dtype.kind in "iu" and pixels.dtype.itemsize * 8 > bits_allocated:
+        raise VolumeError(
+            f"{rel}: decoded pixels are {pixels.dtype.itemsize * 8}-bit, the header says "
+            f"BitsAllocated {bits_allocated}",
             "unreadable-file",
         )
     if not _rescale_16_bit_into(pixels, bits_stored, signed, slope, intercept, target):

@@ -11,10 +11,22 @@ read once into a :class:`~covid19_images.process.ct.volume.Volume` and written t
 - ``slices/<size>/<k>.png``: axial slice ``k`` (inferior to superior) through the recipe's
   window, as a radiologist views it (patient's right on the left, anterior at the top), resized
   to ``size`` x ``size`` after a centre crop;
-- ``meta.json``: shape, spacing, HU flag, digests, mask labels and warnings.
+- ``meta.json``: shape, spacing, HU flag, digests, mask labels, warnings, repairs and the
+  slices left out.
 
 The key is the digest of every input file's bytes (images and masks) and of the parameters, so a
 changed file or parameter gives new outputs and an unchanged one reuses them.
+
+Hostile input never stops the other volumes and never leaves a partial output folder:
+
+- NaN and infinite voxels are repaired by
+  :func:`~covid19_images.process.ct.volume.repair_values` (a ``bad-value`` row, action
+  ``repaired``, with the counts); HU volumes are always written as int16; a volume with no
+  finite voxel is skipped (``bad-value``);
+- a DICOM slice that cannot be read (damaged, pixels that disagree with its header) is left out
+  of its series with a ``slice-gap`` row naming it; the rest of the series is the volume;
+- a volume with fewer than :data:`~covid19_images.process.ct.volume.MIN_SLICES` slices (a stray
+  slice) is a ``too-few-slices`` row and no volume.
 """
 
 from __future__ import annotations
@@ -34,11 +46,13 @@ from PIL import Image
 from covid19_images.problems import ProblemLog
 from covid19_images.process.ct.masks import harmonise
 from covid19_images.process.ct.volume import (
+    MIN_SLICES,
     WINDOWS,
     Volume,
     VolumeError,
     read_nifti,
     read_slice_stack,
+    repair_values,
     window,
     write_nifti,
 )
@@ -46,8 +60,9 @@ from covid19_images.process.executor import Executor, LocalExecutor
 from covid19_images.process.image import encode_png
 from covid19_images.records import Record
 
-CT_PROCESS_VERSION = 1
-"""Bump when what is written for a volume changes: every key changes."""
+CT_PROCESS_VERSION = 2
+"""Bump when what is written for a volume changes: every key changes. 2: non-finite voxels
+repaired and HU volumes always int16, unreadable DICOM slices left out of their series."""
 
 VOLUME_FORMATS = frozenset({"dicom-series", "nifti", "slice-stack"})
 
@@ -107,21 +122,33 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_image(task: _VolumeTask) -> Volume:
+def _read_image(task: _VolumeTask) -> tuple[Volume, list[dict[str, Any]]]:
+    """The volume and the slices left out of it (DICOM: file, index in ``files``, why)."""
     root = Path(task.root)
     if task.fmt == "dicom-series":
-        from covid19_images.process.ct.dicom_series import read_series, scan_series
+        from covid19_images.process.ct.dicom_series import (
+            SeriesProblem,
+            read_series,
+            scan_series,
+        )
 
         groups, problems = scan_series(root, [Path(f) for f in task.files])  # relative
         if len(groups) != 1:
             why = "; ".join(p.detail for p in problems[:3]) or f"{len(groups)} series found"
             raise VolumeError(f"the series no longer reads as one volume: {why}", "mixed-series")
-        return read_series(root, groups[0])
+        dropped: list[SeriesProblem] = []
+        volume = read_series(root, groups[0], dropped)
+        position = {f: i for i, f in enumerate(task.files)}
+        left_out = [
+            {"file": p.file, "index": position.get(p.file), "detail": p.detail} for p in dropped
+        ]
+        return volume, left_out
     if task.fmt == "slice-stack":
-        return read_slice_stack(
+        stack = read_slice_stack(
             [root / f for f in task.files], spacing=task.spacing, hu_offset=task.hu_offset
         )
-    return _read_nifti_slice(root / task.path_raw, task.slice_index, task.hu)
+        return stack, []
+    return _read_nifti_slice(root / task.path_raw, task.slice_index, task.hu), []
 
 
 def _read_nifti_slice(path: Path, index: int | None, hu: bool | None) -> Volume:
@@ -213,11 +240,21 @@ def _process_volume(task: _VolumeTask) -> dict[str, Any]:
     if meta_path.is_file():
         return {**result, **json.loads(meta_path.read_text(encoding="utf-8"))}
     try:
-        volume = _read_image(task)
+        volume, left_out = _read_image(task)
+        if volume.hu is None:
+            volume.hu = task.hu
+        repaired = repair_values(volume)
     except VolumeError as exc:
         return {**result, "error_kind": exc.kind, "error": str(exc)}
-    if volume.hu is None:
-        volume.hu = task.hu
+    depth = int(volume.array.shape[0])
+    if task.slice_index is None and depth < MIN_SLICES:
+        why = f" after {len(left_out)} unreadable slices were left out" if left_out else ""
+        return {
+            **result,
+            "error_kind": "too-few-slices",
+            "error": f"{depth} slice{'s' if depth != 1 else ''}{why}: a volume needs at least "
+            f"{MIN_SLICES} (a stray slice, not a scan)",
+        }
     meta: dict[str, Any] = {
         "shape": list(volume.array.shape),
         "spacing": [float(s) for s in volume.spacing],
@@ -227,6 +264,8 @@ def _process_volume(task: _VolumeTask) -> dict[str, Any]:
             str(volume.array.shape).encode() + np.ascontiguousarray(volume.array).tobytes()
         ).hexdigest(),
         "warnings": [],
+        "repairs": [repaired] if repaired else [],
+        "left_out": left_out,
     }
     mask: Volume | None = None
     if task.masks:
@@ -264,6 +303,25 @@ def _process_volume(task: _VolumeTask) -> dict[str, Any]:
     return {**result, **meta}
 
 
+def _drop_slice_labels(record: Record, indexes: list[int | None]) -> None:
+    """Remove the labels of slices left out of a volume (label ``i`` belongs to ``files[i]``).
+
+    Labels that no longer line up (an index unknown, a length other than the file count) are
+    removed with their slices rather than kept misaligned.
+    """
+    files = record.attributes.get("files")
+    count = len(files) if isinstance(files, list) else None
+    gone = {i for i in indexes if i is not None}
+    for key in ("slice_labels", "lobe_labels"):
+        labels = record.attributes.get(key)
+        if not isinstance(labels, list):
+            continue
+        if count is None or len(labels) != count or None in indexes:
+            del record.attributes[key]
+            continue
+        record.attributes[key] = [v for i, v in enumerate(labels) if i not in gone]
+
+
 def _spacing(value: object) -> tuple[float, float, float] | None:
     """An adapter's ``spacing`` attribute (x, y, z mm) for slice stacks, when it has three."""
     if isinstance(value, (list, tuple)) and len(value) == 3:
@@ -296,7 +354,7 @@ def process_volumes(
     log = log if log is not None else ProblemLog()
     tasks = [
         _VolumeTask(
-            root=str(roots[r.source]),
+            root=str(Path(roots[r.source]).absolute()),  # a worker may not share the cwd
             path_raw=r.path_raw,
             fmt=str(r.attributes["format"]),
             files=tuple(r.attributes.get("files", ())),
@@ -305,7 +363,7 @@ def process_volumes(
             hu_offset=r.attributes.get("hu_offset"),
             spacing=_spacing(r.attributes.get("spacing")),
             masks=tuple(zip(r.mask_paths, r.attributes.get("mask_maps", ()), strict=False)),
-            cache=str(cache),
+            cache=str(Path(cache).absolute()),
             params=params,
         )
         for r in records
@@ -334,6 +392,15 @@ def process_volumes(
             r.problems.append(str(meta["mask_error_kind"]))
         for warning in meta.get("warnings", []):
             log.add(r.source, r.path_raw, r.source_row, "bad-value", "kept", str(warning))
+        for repair in meta.get("repairs", []):
+            log.add(r.source, r.path_raw, r.source_row, "bad-value", "repaired", str(repair))
+            r.problems.append("bad-value")
+        left_out = meta.get("left_out", [])
+        for item in left_out:
+            log.add(r.source, str(item["file"]), None, "slice-gap", "skipped", str(item["detail"]))
+        if left_out:
+            r.problems.append("slice-gap")
+            _drop_slice_labels(r, [item.get("index") for item in left_out])
         r.depth, r.height, r.width = (int(v) for v in meta["shape"])
         r.spacing = [float(v) for v in meta["spacing"]]
         r.sha256_file = meta["sha256_file"]

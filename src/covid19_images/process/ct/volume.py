@@ -46,6 +46,17 @@ _LPS_ORNT: Final = np.array([[0, -1], [1, -1], [2, 1]], dtype=np.float64)
 _INT16_MIN: Final = int(np.iinfo(np.int16).min)
 _INT16_MAX: Final = int(np.iinfo(np.int16).max)
 
+MIN_SLICES: Final = 3
+"""The fewest slices a CT series, NIfTI volume or slice stack needs to be a volume of a dataset.
+
+One or two slices are a stray image (a single slice exported on its own, a series cut down to a
+pair), not a volume: there is no median slice step to check a gap or uneven spacing against,
+and 3-D models (MONAI, nnU-Net) need depth. Every real volume of the mirror has many more
+(COVID-CT-MD P001 148, covid-19-pos-case's reformatted series 23); three is also the size from
+which images of a minority orientation form their own DICOM group. Records that are one slice
+of a NIfTI stack of 2-D cases (``slice_index``; MedSeg's ``tr_im.nii.gz``) and 2-D slice images
+(UCSD COVID-CT) are not volumes and are not held to this."""
+
 
 class VolumeError(Covid19ImagesError):
     """A volume or mask that cannot be read or used; ``kind`` is a :data:`problems.KINDS` key.
@@ -231,6 +242,86 @@ def _scaled_data(img: nib.Nifti1Image) -> np.ndarray[Any, Any]:
     return scaled
 
 
+def repair_values(volume: Volume) -> str | None:
+    """Make the voxels finite and, for a Hounsfield-unit volume, int16; say what was changed.
+
+    NaN and -inf become the volume's lowest finite value, +inf its highest (NaN in CT volumes
+    is padding outside the reconstruction circle or a failed conversion, so the lowest value,
+    air or padding, is the neutral fill). A volume with ``hu`` True is then rounded and clipped
+    to the int16 range and stored as int16, whatever its dtype was (float NIfTI, int32 after
+    scaling). Other volumes keep their values; float ones become float32. Works in place on
+    ``volume.array`` (a copy where it is read-only) and never emits a numpy RuntimeWarning.
+
+    Returns:
+        None when nothing had to change, else one sentence for a ``bad-value`` problem row:
+        how many voxels were not finite (NaN, +inf, -inf) or outside the int16 range, and the
+        values they got.
+
+    Raises:
+        VolumeError: ``bad-value`` when no voxel is finite (nothing to repair from).
+
+    Example:
+        >>> vol = Volume(np.array([[[np.nan, -900.0], [np.inf, 40000.0]]], np.float32),
+        ...              (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), hu=True)
+        >>> for part in repair_values(vol).split("; "):
+        ...     print(part)
+        2 voxels are not finite (1 NaN, 1 +inf, 0 -inf): NaN and -inf set to -900, +inf to 40000
+        2 voxels outside the int16 range clipped to [-32768, 32767]
+        >>> vol.array.dtype.name, vol.array.ravel().tolist()
+        ('int16', [-900, -900, 32767, 32767])
+    """
+    array = volume.array
+    notes: list[str] = []
+    if array.dtype.kind == "f":
+        nan = np.isnan(array)
+        pos = np.isposinf(array)
+        neg = np.isneginf(array)
+        counts = int(nan.sum()), int(pos.sum()), int(neg.sum())
+        bad = sum(counts)
+        if bad == array.size:
+            raise VolumeError(
+                f"no voxel is finite ({counts[0]} NaN, {counts[1]} +inf, {counts[2]} -inf): "
+                "nothing to repair the volume from",
+                "bad-value",
+            )
+        if bad:
+            finite = ~(nan | pos | neg)
+            low = array.min(where=finite, initial=np.inf)
+            high = array.max(where=finite, initial=-np.inf)
+            if not array.flags.writeable:
+                array = array.copy()
+            np.copyto(array, low, where=nan | neg)
+            np.copyto(array, high, where=pos)
+            notes.append(
+                f"{bad} voxel{'s' if bad != 1 else ''} {'are' if bad != 1 else 'is'} not finite "
+                f"({counts[0]} NaN, {counts[1]} +inf, {counts[2]} -inf): NaN and -inf set to "
+                f"{_number(low)}, +inf to {_number(high)}"
+            )
+    if volume.hu is True and array.dtype != np.int16:
+        if array.dtype.kind not in "fiub":
+            raise VolumeError(f"voxels of type {array.dtype} are not numbers", "bad-value")
+        outside = int(np.count_nonzero((array < _INT16_MIN) | (array > _INT16_MAX)))
+        if outside:
+            notes.append(
+                f"{outside} voxel{'s' if outside != 1 else ''} outside the int16 range clipped "
+                f"to [{_INT16_MIN}, {_INT16_MAX}]"
+            )
+        if array.dtype.kind == "f":
+            array = np.clip(np.rint(array), _INT16_MIN, _INT16_MAX).astype(np.int16)
+        else:
+            array = np.clip(array, _INT16_MIN, _INT16_MAX).astype(np.int16)
+    elif array.dtype.kind == "f" and array.dtype != np.float32:
+        array = array.astype(np.float32)
+    volume.array = array
+    return "; ".join(notes) or None
+
+
+def _number(value: Any) -> str:
+    """A voxel value for a message: an integer where it is one."""
+    number = float(value)
+    return str(int(number)) if number.is_integer() else f"{number:.6g}"
+
+
 def read_nifti(path: Path, *, hu: bool | None = None) -> Volume:
     """Read a ``.nii`` or ``.nii.gz`` file into a :class:`Volume` (any orientation).
 
@@ -347,7 +438,9 @@ def read_slice_stack(
     The array is ``(z, y, x)`` with one z per path; the grid is the identity direction at the
     origin with ``spacing`` (default 1 mm each). Colour images are taken as greyscale. With
     ``hu_offset`` the values become int16 HU (value + offset, clipped to int16) and ``hu`` is
-    True; without it the stored values and dtype are kept and ``hu`` is None (unknown).
+    True; without it the stored values and dtype are kept and ``hu`` is None (unknown). Float
+    slices (TIFF mode ``F``) with ``hu_offset`` stay float32 (value + offset), so that NaN and
+    infinite values reach :func:`repair_values` instead of a cast to int16.
 
     Raises:
         VolumeError: ``bad-value`` when there is no path or the slices differ in shape;
@@ -368,7 +461,9 @@ def read_slice_stack(
     first = _read_slice(Path(paths[0]))
     if first.ndim != 2:
         raise VolumeError(f"{Path(paths[0]).name} is not a 2-D image", "bad-value")
-    dtype = np.dtype(np.int16) if hu_offset is not None else first.dtype
+    dtype = first.dtype
+    if hu_offset is not None:
+        dtype = np.dtype(np.float32 if first.dtype.kind == "f" else np.int16)
     out = np.empty((len(paths), *first.shape), dtype=dtype)
     for index, path in enumerate(paths):
         pixels = first if index == 0 else _read_slice(Path(path))
@@ -379,6 +474,11 @@ def read_slice_stack(
                 "bad-value",
             )
         if hu_offset is not None:
+            if pixels.dtype.kind == "f" and out.dtype.kind != "f":
+                out = out.astype(np.float32)  # a float slice among integer ones
+            if out.dtype.kind == "f":
+                out[index] = pixels.astype(np.float32) + np.float32(hu_offset)
+                continue
             shifted = pixels.astype(np.float64) + hu_offset
             np.clip(np.rint(shifted), _INT16_MIN, _INT16_MAX, out=shifted)
             out[index] = shifted
