@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
 import re
 import socket
 import tarfile
@@ -15,12 +16,46 @@ from pathlib import Path
 
 import pytest
 
-SHARED_SOURCES = Path(__file__).resolve().parents[1].parent / "shared" / "sources"
+SOURCES_ENV = "COVID19_IMAGES_SHARED_SOURCES"
+"""Where the real upstream files are, when not at ../shared/sources beside the project."""
+REQUIRE_SOURCES_ENV = "COVID19_IMAGES_REQUIRE_SOURCES"
+"""Set to 1 (``.ci/run`` does): a run without the real upstream files fails instead of skipping
+the tests that read them, so CI cannot pass on skipped tests alone."""
+
+SHARED_SOURCES = Path(
+    os.environ.get(SOURCES_ENV) or Path(__file__).resolve().parents[1].parent / "shared" / "sources"
+)
+
+
+def sources_required() -> bool:
+    """Whether this run must have the real upstream files (``$COVID19_IMAGES_REQUIRE_SOURCES``)."""
+    return os.environ.get(REQUIRE_SOURCES_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing_sources_message(folder: Path) -> str:
+    return (
+        f"real upstream files not found at {folder} (no README.md there), and "
+        f"{REQUIRE_SOURCES_ENV} is set: the tests that read ../shared/sources cannot run. Put "
+        f"the mirror at ../shared/sources (or point {SOURCES_ENV} at it), or unset "
+        f"{REQUIRE_SOURCES_ENV} to skip those tests"
+    )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if sources_required() and not (SHARED_SOURCES / "README.md").is_file():
+        pytest.exit(missing_sources_message(SHARED_SOURCES), returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    # A run that collects no test (pytest's exit 5) is not a failure of the project.
-    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+    # Only a run given explicit paths that select no test (a file without tests, a ``-k`` that
+    # matches nothing in the given folder) passes, and only outside CI. The whole suite
+    # (``pytest`` with no paths, as ``.ci/run`` runs it) collecting nothing is a broken suite:
+    # it stays pytest's exit 5, and so does any run with $COVID19_IMAGES_REQUIRE_SOURCES set.
+    if (
+        exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED
+        and session.config.args_source == pytest.Config.ArgsSource.ARGS
+        and not sources_required()
+    ):
         session.exitstatus = pytest.ExitCode.OK
 
 
@@ -61,8 +96,11 @@ def closed_port() -> int:
 
 @pytest.fixture(scope="session")
 def shared_sources() -> Path:
-    """The real upstream files beside the project; tests that need them skip without them."""
+    """The real upstream files beside the project; tests that need them skip without them
+    (and fail where ``$COVID19_IMAGES_REQUIRE_SOURCES`` is set)."""
     if not (SHARED_SOURCES / "README.md").is_file():
+        if sources_required():
+            pytest.fail(missing_sources_message(SHARED_SOURCES), pytrace=False)
         pytest.skip(f"real upstream files not found at {SHARED_SOURCES} (../shared/sources)")
     return SHARED_SOURCES
 
