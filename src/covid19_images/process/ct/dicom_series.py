@@ -782,6 +782,7 @@ def _read_slice_into(
         raise
     except Exception as exc:
         raise VolumeError(f"{rel}: a header value cannot be read ({type(exc).__name__})") from exc
+    _check_native_length(ds, rel, rows, columns, bits_allocated)
     pixels = _decode(ds, rel)
     if pixels.shape != (rows, columns):
         raise VolumeError(
@@ -799,6 +800,36 @@ def _read_slice_into(
         _rescale_into(values, slope, intercept, bits_stored, signed, target)
     hu = True if modality == "CT" and (has_rescale or signed) else None
     return _Slice(position, iop, pixel_spacing, hu)
+
+
+def _check_native_length(
+    ds: Dataset, rel: str, rows: int, columns: int, bits_allocated: int
+) -> None:
+    """Raise when uncompressed pixel data cannot be the image the header describes.
+
+    Shorter than rows x columns x BitsAllocated / 8 is a cut file; twice as long or more is
+    pixel data of another bit depth than the header says (``BitsAllocated`` 8 over 16-bit
+    pixels). A little more (padding) is what pydicom reads past, and is accepted.
+    """
+    try:
+        compressed = _transfer_syntax(ds).is_compressed
+    except ValueError:  # not a transfer syntax pydicom knows: _decode says so
+        return
+    if compressed:
+        return
+    expected = rows * columns * bits_allocated // 8
+    length = len(ds.PixelData)
+    if length < expected:
+        raise VolumeError(
+            f"{rel}: the pixel data hold {length} bytes, {columns}x{rows} pixels of "
+            f"BitsAllocated {bits_allocated} need {expected}"
+        )
+    if expected and length >= 2 * expected:
+        raise VolumeError(
+            f"{rel}: the pixel data hold {length} bytes, {length / expected:g} times what "
+            f"{columns}x{rows} pixels of BitsAllocated {bits_allocated} need: the header does "
+            "not describe them"
+        )
 
 
 def _transfer_syntax(ds: Dataset) -> UID:

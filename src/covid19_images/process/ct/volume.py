@@ -261,11 +261,11 @@ def repair_values(volume: Volume) -> str | None:
         VolumeError: ``bad-value`` when no voxel is finite (nothing to repair from).
 
     Example:
-        >>> vol = Volume(np.array([[[np.nan, -900.0], [np.inf, 40000.0]]], np.float32),
+        >>> vol = Volume(np.array([[[np.nan, -900.4], [np.inf, 40000.0]]], np.float32),
         ...              (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), hu=True)
         >>> for part in repair_values(vol).split("; "):
         ...     print(part)
-        2 voxels are not finite (1 NaN, 1 +inf, 0 -inf): NaN and -inf set to -900, +inf to 40000
+        2 voxels are not finite (1 NaN, 1 +inf, 0 -inf): NaN and -inf set to -900, +inf to 32767
         2 voxels outside the int16 range clipped to [-32768, 32767]
         >>> vol.array.dtype.name, vol.array.ravel().tolist()
         ('int16', [-900, -900, 32767, 32767])
@@ -292,6 +292,8 @@ def repair_values(volume: Volume) -> str | None:
                 array = array.copy()
             np.copyto(array, low, where=nan | neg)
             np.copyto(array, high, where=pos)
+            if volume.hu is True:  # say the values the int16 volume holds
+                low, high = (np.clip(np.rint(v), _INT16_MIN, _INT16_MAX) for v in (low, high))
             notes.append(
                 f"{bad} voxel{'s' if bad != 1 else ''} {'are' if bad != 1 else 'is'} not finite "
                 f"({counts[0]} NaN, {counts[1]} +inf, {counts[2]} -inf): NaN and -inf set to "
