@@ -228,9 +228,10 @@ def test_audit_catches_leakage_planted_in_a_copy(built: BuildResult, tmp_path: P
     train = manifest[manifest["split"] == "train"].iloc[0]
     test = manifest[manifest["split"] == "test"].index[0]
     shutil.copyfile(leaky / train["path"], leaky / manifest.loc[test, "path"])  # a copy in test
-    manifest.loc[test, "patient_id"] = train["patient_id"] or "planted:1"
-    if train["patient_id"] is None:
-        manifest.loc[manifest["uid"] == train["uid"], "patient_id"] = "planted:1"
+    # A patient id read back from parquet may be None or NaN (a truthy float): pd.isna sees both.
+    patient = "planted:1" if pd.isna(train["patient_id"]) else train["patient_id"]
+    manifest.loc[manifest["uid"] == train["uid"], "patient_id"] = patient
+    manifest.loc[test, "patient_id"] = patient
     manifest.to_parquet(leaky / "manifest.parquet", index=False)
     report = audit_dataset(leaky)
     assert len(report.shared_patients) == 1
