@@ -40,7 +40,7 @@ from covid19_images.loaders.packed import PACKED_VERSION, write_packed
 from covid19_images.problems import KINDS, ProblemLog
 from covid19_images.process.dicom import write_secondary_capture
 from covid19_images.process.executor import Executor, LocalExecutor
-from covid19_images.process.image import DecodeError
+from covid19_images.process.image import MAX_PIXELS, DecodeError, without_addresses
 from covid19_images.process.pipeline import (
     PROCESS_VERSION,
     Params,
@@ -114,6 +114,7 @@ def build(
     fetch: bool | None = None,
     fetch_progress: FileProgress | None = None,
     on_fetch: Callable[[FetchEvent], None] | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> BuildResult:
     """Build a dataset folder from a recipe, downloading its missing ``auto`` sources first.
 
@@ -140,6 +141,8 @@ def build(
             ``$COVID19_IMAGES_FETCH`` is ``0``). False makes no request at all.
         fetch_progress: Per-file download progress callback.
         on_fetch: Called when a source's download starts, ends, fails or is skipped.
+        max_pixels: The most pixels an image's header may declare; a larger image (a
+            decompression bomb) is a ``too-large`` problem row and is not decoded.
 
     Raises:
         BuildError: Nothing is present (the message says which downloads failed and how to get
@@ -178,7 +181,7 @@ def build(
         progress=fetch_progress,
         on_event=on_fetch,
     )  # before the fingerprint: a source fetched now is one of the inputs
-    state = _inputs_fingerprint(recipe, seed, size, dicom, ids, base, mirror)
+    state = _inputs_fingerprint(recipe, seed, size, dicom, ids, base, mirror, max_pixels)
     if not force and _up_to_date(final, state):
         return _reported(_existing(final, ids, base, mirror), fetched)
     executor = executor or LocalExecutor(workers, progress=progress)
@@ -207,7 +210,7 @@ def build(
 
         job = CtBuild(base, final, used, missing, size, seed, executor, log, dicom, state, locked)
         return _reported(assemble_ct(recipe, selected, classes, job), fetched)
-    params = Params(sizes=tuple(sorted({224, 512, size})))
+    params = Params(sizes=tuple(sorted({224, 512, size})), max_pixels=max_pixels)
     cache = base / "processed" / "xray"
     roots = {source: located.path for source, located in used.items()}
     processed, _ = process_records(
@@ -312,7 +315,7 @@ def _dicom_one(task: _DicomTask) -> str | None:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_secondary_capture(Path(task.image), task.record, out, salt=task.salt)
     except DecodeError as exc:
-        return f"{exc.kind}: {exc}"
+        return f"{exc.kind}: {without_addresses(str(exc))}"
     return None
 
 
@@ -393,11 +396,14 @@ def _inputs_fingerprint(
     ids: list[str],
     base: Path,
     mirror: Path | str | None,
+    max_pixels: int = MAX_PIXELS,
 ) -> str:
     """A digest of everything a build reads: options, package data, every input file's stat.
 
     Like ``make``, a file counts as unchanged while its size and modification time are; the
-    walk costs a ``stat`` per file, far less than reading the metadata again.
+    walk costs a ``stat`` per file, far less than reading the metadata again. A link whose
+    target is missing or loops counts by its target's name, a folder that cannot be listed by
+    its name: neither stops the walk, and either changing changes the digest.
     """
     digest = hashlib.sha256()
     digest.update(
@@ -411,6 +417,7 @@ def _inputs_fingerprint(
                 seed,
                 size,
                 dicom,
+                max_pixels,
             ],
             sort_keys=True,
         ).encode()
@@ -423,12 +430,37 @@ def _inputs_fingerprint(
         digest.update(f"\n{source}\t{located.path if located else '-'}".encode())
         if located is None:
             continue
-        for folder, dirs, files in os.walk(located.path):
-            dirs.sort()
-            for name in sorted(files):
-                stat = Path(folder, name).stat()
-                digest.update(f"{folder}/{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        digest.update(_tree_state(located.path))
     return digest.hexdigest()
+
+
+def _tree_state(top: Path) -> bytes:
+    """One line per file under ``top``: its path, size and modification time, or for a link
+    whose target cannot be reached, why and the target's name; one per folder that cannot be
+    listed."""
+    lines: list[str] = []
+
+    def unlisted(exc: OSError) -> None:
+        lines.append(f"{exc.filename}\tunreadable-folder\t{exc.strerror}\n")
+
+    for folder, dirs, files in os.walk(top, onerror=unlisted):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder, name)
+            try:
+                stat = path.stat()
+            except OSError as exc:  # a dangling or looping link, or no permission
+                lines.append(f"{path}\tbroken-link\t{exc.strerror}\t{_link_target(path)}\n")
+                continue
+            lines.append(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n")
+    return "".join(lines).encode()
+
+
+def _link_target(path: Path) -> str:
+    try:
+        return str(path.readlink())
+    except OSError:
+        return ""
 
 
 def _up_to_date(final: Path, state: str) -> bool:
@@ -478,7 +510,7 @@ def _ingest(
             missing.append(source)
             continue
         source_log = ProblemLog()
-        found = get_adapter(source).records(located.path, source_log)
+        found = get_adapter(source).read(located.path, source_log)  # + unusable files, folders
         log.extend(source_log)
         version = catalog.get(source).version if located.origin == "fetched" else None
         for record in found:

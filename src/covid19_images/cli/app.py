@@ -313,10 +313,21 @@ def build_command(
             "--class", help="NAME=LABEL[,LABEL...], repeatable: classes as merges of labels."
         ),
     ] = None,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(
+            "--max-pixels",
+            min=1,
+            help="Most pixels an image header may declare (default: 150000000); a larger "
+            "image (a decompression bomb) is a too-large row of problems.csv, not decoded.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Assemble a dataset: fetch, ingest, process, deduplicate, split by patient, write, audit."""
     from covid19_images.assemble.build import build
     from covid19_images.assemble.recipe import load_recipe, parse_merge, with_options
+    from covid19_images.process.image import MAX_PIXELS
 
     if lock is not None:
         given = {
@@ -365,6 +376,7 @@ def build_command(
             fetch=fetch,
             fetch_progress=display.file,
             on_fetch=display.event,
+            max_pixels=MAX_PIXELS if max_pixels is None else max_pixels,
         )
     if result.up_to_date:
         out.print(

@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,36 @@ from covid19_images.process.signature import Signature, compute_signature
 
 THUMB = 64
 """Side of the whole-frame thumbnail kept for pixel-level duplicate checks."""
+
+MAX_PIXELS = 150_000_000
+"""Default limit on the pixel count an image's header may declare (``build --max-pixels``).
+
+A header is a few bytes that can declare any size: a PNG of a few hundred bytes that declares
+40,000 x 40,000 pixels would take gigabytes to decode (a decompression bomb). The largest real
+radiographs are about 50 million pixels (7,000 x 7,000 px); 150 million leaves three times
+that, and stays under the hard limit of Pillow (twice ``PIL.Image.MAX_IMAGE_PIXELS``, about
+179 million), so that this limit, not Pillow's, decides by default. An image over it is a
+``too-large`` problem and is not decoded. Pillow's global limit is left as it is: a larger
+``max_pixels`` lets images through only up to Pillow's limit, which a program can raise itself.
+"""
+
+MIN_SIDE = 48
+"""Shortest side (pixels) of an image that can be a chest radiograph or a CT slice.
+
+A 1 x 1 or 20 x 20 px "image" (a tracking pixel, an icon, a cut-off strip of a figure) holds
+no anatomy a model could learn from, and upsampling it to the 224 px copies would only make up
+pixels. The smallest image of the mirrored sources is a 148 x 61 px CT crop from a paper
+(UCSD-AI4H), so the limit sits below that; real radiographs are at least a few hundred px.
+"""
+
+MAX_ASPECT = 4.0
+"""Largest ratio of the long side to the short side of a plausible image.
+
+Chest radiographs and CT slices are roughly square (detectors are 35 x 43 cm at most, CT
+slices square); the widest image of the mirrored sources is 2.4 : 1. A 20,000 x 20 px image is
+a strip (a banner, a scale bar, a corrupt header), and its centre-square copy would show a
+sliver of it.
+"""
 
 _MAGIC = {
     b"\xff\xd8\xff": "JPEG",
@@ -56,11 +88,129 @@ _SUFFIX_FORMAT = {
 
 
 class DecodeError(Exception):
-    """The file is empty, truncated, corrupt or not an image; the message says which."""
+    """The file is empty, truncated, corrupt, not an image, or of a size no radiograph has;
+    ``kind`` is the problem kind and the message says which."""
 
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(detail)
         self.kind = kind
+
+
+_ADDRESS = re.compile(r"\s+at 0x[0-9a-fA-F]+")
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception as ``Class: message``, the same in every run: object reprs lose their
+    memory addresses (``<_io.BytesIO object at 0x7f...>`` becomes ``<_io.BytesIO object>``).
+
+    Example:
+        >>> describe_error(ValueError("cannot identify image file <_io.BytesIO object at 0x7f3>"))
+        'ValueError: cannot identify image file <_io.BytesIO object>'
+    """
+    return f"{type(exc).__name__}: {without_addresses(str(exc))}"
+
+
+def without_addresses(text: str) -> str:
+    """``text`` without the ``at 0x...`` memory addresses of object reprs.
+
+    Example:
+        >>> without_addresses("<PIL.PngImagePlugin.PngImageFile object at 0x7fa1b2c3>")
+        '<PIL.PngImagePlugin.PngImageFile object>'
+    """
+    return _ADDRESS.sub("", text)
+
+
+def size_problem(width: int, height: int, max_pixels: int = MAX_PIXELS) -> DecodeError | None:
+    """Why an image of ``width`` x ``height`` pixels is not used, or None when it can be.
+
+    Over ``max_pixels`` it is ``too-large`` (a decompression bomb, or no radiograph); a side
+    under :data:`MIN_SIDE` or an aspect ratio over :data:`MAX_ASPECT` is ``implausible-size``.
+
+    Example:
+        >>> size_problem(2000, 2500) is None
+        True
+        >>> size_problem(40000, 40000).kind, size_problem(1, 1).kind, size_problem(20000, 20).kind
+        ('too-large', 'implausible-size', 'implausible-size')
+    """
+    pixels = width * height
+    if pixels > max_pixels:
+        return DecodeError(
+            "too-large",
+            f"the header declares {width} x {height} = {pixels:,} pixels, over the limit of "
+            f"{max_pixels:,} (--max-pixels); not decoded",
+        )
+    short, long = min(width, height), max(width, height)
+    if short < MIN_SIDE:
+        return DecodeError(
+            "implausible-size",
+            f"{width} x {height} px: a side under {MIN_SIDE} px cannot be a radiograph or a "
+            "CT slice",
+        )
+    if long > MAX_ASPECT * short:
+        return DecodeError(
+            "implausible-size",
+            f"{width} x {height} px: an aspect ratio of {long / short:.1f} : 1, over "
+            f"{MAX_ASPECT:g} : 1, is no radiograph or CT slice",
+        )
+    return None
+
+
+def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The image in ``data``, opened (its header read, no pixel decoded) and checked with
+    :func:`size_problem` before anything is decoded.
+
+    Pillow's own decompression-bomb warning (over ``PIL.Image.MAX_IMAGE_PIXELS``) is silenced
+    for this call only, as ``max_pixels`` decides; Pillow's global limit is not changed, and
+    its error (over twice that, about 179 million pixels by default) still refuses larger
+    headers: that refusal is a ``too-large`` problem too.
+
+    Raises:
+        DecodeError: ``too-large``, ``implausible-size`` or ``unreadable-file``.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        size = _declared_size(data)
+        ours = size_problem(*size, max_pixels) if size is not None else None
+        raise (ours or _pillow_refuses(exc)) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DecodeError("unreadable-file", f"cannot decode: {_decode_failure(exc)}") from exc
+    problem = size_problem(*img.size, max_pixels)
+    if problem is not None:
+        img.close()
+        raise problem
+    return img
+
+
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """The size a header declares, read by its format's Pillow plugin without Pillow's
+    decompression-bomb check (which :func:`PIL.Image.open` applies); None if unknown."""
+    fmt = sniff_format(data[:16])
+    opener = Image.OPEN.get(fmt) if fmt else None
+    if opener is None:
+        return None
+    try:
+        with opener[0](io.BytesIO(data), "") as img:
+            width, height = img.size
+    except Exception:  # any failure: the caller falls back on Pillow's own message
+        return None
+    return int(width), int(height)
+
+
+def _pillow_refuses(exc: Image.DecompressionBombError) -> DecodeError:
+    return DecodeError(
+        "too-large",
+        f"over Pillow's own limit (PIL.Image.MAX_IMAGE_PIXELS); not decoded: {exc}",
+    )
+
+
+def _decode_failure(exc: BaseException) -> str:
+    """What went wrong decoding, the same in every run."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image format Pillow can read"
+    return describe_error(exc)
 
 
 @dataclass
@@ -118,6 +268,7 @@ def decode_image(
     sizes: tuple[int, ...] = (224, 512),
     data: bytes | None = None,
     invert: bool = False,
+    max_pixels: int = MAX_PIXELS,
 ) -> Decoded:
     """Decode ``path`` once (reduced where the format allows) and derive hashes and copies.
 
@@ -129,9 +280,12 @@ def decode_image(
         invert: The pixels are MONOCHROME1 (white is the lowest value, as some BIMCV PNGs
             keep it): invert them within their own range so that, as everywhere else, air is
             dark and bone bright. Hashes and copies are of the inverted image.
+        max_pixels: The most pixels the header may declare; a larger image is not decoded.
 
     Raises:
-        DecodeError: With ``kind`` ``empty-file`` or ``unreadable-file``.
+        DecodeError: With ``kind`` ``empty-file``, ``unreadable-file``, ``too-large`` (over
+            ``max_pixels``) or ``implausible-size`` (see :func:`size_problem`); the size is
+            checked from the header, before any pixel is decoded.
 
     Example:
         >>> import tempfile
@@ -146,13 +300,28 @@ def decode_image(
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise DecodeError("unreadable-file", f"cannot read: {exc}") from exc
+            raise DecodeError("unreadable-file", f"cannot read: {describe_error(exc)}") from exc
     if not data:
         raise DecodeError("empty-file", "zero-byte file")
     sniffed = sniff_format(data[:16])
     mismatch = extension_mismatch(path.name, sniffed)
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        return _decode(data, sizes, invert, max_pixels, sniffed, mismatch)
+    except Image.DecompressionBombError as exc:  # Pillow checks again in crop and resize
+        raise _pillow_refuses(exc) from exc
+
+
+def _decode(
+    data: bytes,
+    sizes: tuple[int, ...],
+    invert: bool,
+    max_pixels: int,
+    sniffed: str | None,
+    mismatch: str | None,
+) -> Decoded:
+    """The work of :func:`decode_image` once the bytes are read."""
+    try:
+        with open_image(data, max_pixels) as img:
             width, height = img.size
             fmt = img.format or sniffed or "unknown"
             largest = max(sizes) if sizes else min(width, height)
@@ -161,7 +330,7 @@ def decode_image(
             img.load()
             grey, bits = _to_grey(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DecodeError("unreadable-file", f"cannot decode: {exc}") from exc
+        raise DecodeError("unreadable-file", f"cannot decode: {_decode_failure(exc)}") from exc
     pixels = np.ascontiguousarray(grey)
     if invert:
         lo, hi = int(pixels.min()), int(pixels.max())

@@ -23,10 +23,14 @@ import pandas as pd
 from covid19_images.problems import ProblemLog
 from covid19_images.process.executor import Executor, LocalExecutor
 from covid19_images.process.image import (
+    MAX_PIXELS,
     DecodeError,
     decode_image,
+    describe_error,
     encode_png,
     extension_mismatch,
+    size_problem,
+    without_addresses,
 )
 from covid19_images.records import Record
 
@@ -41,15 +45,26 @@ other bytes than Pillow's encoder).
 INDEX = "index.parquet"
 
 
+SIZE_KINDS = frozenset({"too-large", "implausible-size"})
+"""Problems found from an image's size alone: never cached, checked again on every run (from
+the header, or from the cached width and height), so a new limit takes effect at once."""
+
+
 @dataclass(frozen=True)
 class Params:
-    """Processing parameters that are part of every cache key."""
+    """Processing parameters; all but ``max_pixels`` are part of every cache key."""
 
     sizes: tuple[int, ...] = (224, 512)
     version: int = PROCESS_VERSION
+    max_pixels: int = MAX_PIXELS
+    """The most pixels an image's header may declare (``build --max-pixels``); a larger image
+    is a ``too-large`` problem and is not decoded. Not in the cache key: it changes which
+    images are used, never what is written for one."""
 
     def token(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
+        fields = asdict(self)
+        del fields["max_pixels"]
+        return json.dumps(fields, sort_keys=True).encode()
 
 
 @dataclass(frozen=True)
@@ -84,7 +99,8 @@ def _process_one(task: _Task) -> dict[str, Any]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return {**result, "error_kind": "unreadable-file", "error": f"cannot read: {exc}"}
+        error = f"cannot read: {describe_error(exc)}"
+        return {**result, "error_kind": "unreadable-file", "error": error}
     file_sha = hashlib.sha256(data).hexdigest()
     token = _variant_token(task.params, task.invert)
     key = hashlib.sha256(token + bytes.fromhex(file_sha)).hexdigest()[:32]
@@ -94,8 +110,16 @@ def _process_one(task: _Task) -> dict[str, Any]:
     if meta_path.is_file():
         return {**result, **json.loads(meta_path.read_text(encoding="utf-8"))}
     try:
-        decoded = decode_image(path, task.params.sizes, data=data, invert=task.invert)
+        decoded = decode_image(
+            path,
+            task.params.sizes,
+            data=data,
+            invert=task.invert,
+            max_pixels=task.params.max_pixels,
+        )
     except DecodeError as exc:
+        if exc.kind in SIZE_KINDS:  # depends on the limits, not only on the key: not cached
+            return {**result, "error_kind": exc.kind, "error": str(exc)}
         meta: dict[str, Any] = {"error_kind": exc.kind, "error": str(exc)}
     else:
         meta = {
@@ -201,6 +225,7 @@ def process_records(
             and previous.get("variant") == _variant(params, invert)
             and previous["size"] == stat.st_size
             and previous["mtime_ns"] == stat.st_mtime_ns
+            and previous.get("error_kind") not in SIZE_KINDS
             and (
                 previous.get("error_kind")
                 or (output_dir(cache, previous["key"]) / "meta.json").is_file()
@@ -228,6 +253,10 @@ def process_records(
                 "the file disappeared or cannot be opened",
             )
             continue
+        if not meta.get("error_kind"):  # outputs cached under other limits are checked again
+            problem = size_problem(int(meta["width"]), int(meta["height"]), params.max_pixels)
+            if problem is not None:
+                meta = {**meta, "error_kind": problem.kind, "error": str(problem)}
         if meta.get("error_kind"):
             log.add(
                 record.source,
@@ -235,7 +264,7 @@ def process_records(
                 record.source_row,
                 meta["error_kind"],
                 "skipped",
-                meta.get("error") or "",
+                without_addresses(meta.get("error") or ""),  # caches of earlier versions
             )
             continue
         mismatch = extension_mismatch(record.path_raw, meta.get("format"))

@@ -9,11 +9,16 @@ mapping labels and views all happen here, once.
 from __future__ import annotations
 
 import abc
+import contextlib
+import errno
 import io
+import os
 import re
+import stat
 from collections.abc import Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 import pandas as pd
@@ -49,6 +54,25 @@ class Adapter(abc.ABC):
     def records(self, root: Path, log: ProblemLog) -> list[Record]:
         """Every record of the source found under ``root`` (its raw folder)."""
 
+    def read(self, root: Path, log: ProblemLog) -> list[Record]:
+        """:meth:`records`, plus one problem row per file or folder that could not be used as
+        found: every folder under ``root`` that cannot be listed (``unreadable-folder``), every
+        symbolic link whose target is missing or loops (``broken-link``), and every file that a
+        :class:`FileIndex` of this adapter left out because its path differs from another
+        file's only in letter case (``name-clash``).
+
+        Adapters need not report these themselves: the indexes they make while
+        :meth:`records` runs are collected here.
+        """
+        scans: list[FileIndex] = []
+        token = _SCANS.set(scans)
+        try:
+            records = self.records(root, log)
+        finally:
+            _SCANS.reset(token)
+        report_skipped(self.source, root, scans, log)
+        return records
+
     # Shared steps adapters call ---------------------------------------------------------------
 
     def label(self, record: Record, log: ProblemLog, file: str) -> None:
@@ -83,16 +107,99 @@ class Adapter(abc.ABC):
             record.problems.append("unknown-view")
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A file or folder that a scan could not use as it found it: one ``problems.csv`` row."""
+
+    file: str
+    """POSIX path relative to the scanned root (``.`` for the root itself)."""
+    kind: str
+    """``unreadable-folder``, ``broken-link`` or ``name-clash``."""
+    detail: str
+
+
+def list_files(root: Path, subdir: str = "") -> tuple[list[str], list[Skipped]]:
+    """Every file under ``root/subdir`` (recursively) as a POSIX path relative to ``root``,
+    sorted as :func:`sorted` sorts paths, and what could not be followed.
+
+    A folder that cannot be listed is one ``unreadable-folder`` entry, a symbolic link whose
+    target is missing or loops one ``broken-link`` entry; neither stops the walk. A link to a
+    file is followed (listed under its own name); a link to a folder is not descended into, as
+    :meth:`pathlib.Path.rglob` and :func:`os.walk` do not.
+
+    Example:
+        >>> list_files(Path("/nonexistent"))
+        ([], [])
+    """
+    base = root / subdir if subdir else root
+    files: list[str] = []
+    skipped: list[Skipped] = []
+    if not base.is_dir():
+        return files, skipped
+    pending = [base]
+    while pending:
+        folder = pending.pop()
+        rel_folder = folder.relative_to(root).as_posix()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            detail = f"cannot list the folder ({reason}): none of its files is used"
+            skipped.append(Skipped(rel_folder, "unreadable-folder", detail))
+            continue
+        for entry in entries:
+            rel = entry.name if rel_folder == "." else f"{rel_folder}/{entry.name}"
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                elif entry.is_symlink():
+                    if stat.S_ISREG(Path(entry.path).stat().st_mode):
+                        files.append(rel)
+                elif entry.is_file(follow_symlinks=False):
+                    files.append(rel)
+            except OSError as exc:
+                skipped.append(Skipped(rel, "broken-link", _link_problem(entry.path, exc)))
+    files.sort(key=lambda rel: rel.split("/"))
+    skipped.sort(key=lambda s: (s.file.split("/"), s.kind))
+    return files, skipped
+
+
+def _link_problem(path: str, exc: OSError) -> str:
+    """Why a symbolic link cannot be followed, without the absolute path it lies at."""
+    try:
+        target = str(Path(path).readlink())
+    except OSError:
+        target = "?"
+    if exc.errno == errno.ELOOP:
+        return f"the link to {target!r} loops (too many levels of symbolic links)"
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return f"the link's target {target!r} does not exist"
+    return f"the link to {target!r} cannot be followed ({exc.strerror or type(exc).__name__})"
+
+
+_SCANS: ContextVar[list[FileIndex] | None] = ContextVar("covid19_images_scans", default=None)
+"""The indexes made while :meth:`Adapter.read` runs, so it can report what they skipped."""
+
+
 @dataclass
 class FileIndex:
     """The image files under a folder, found once, looked up by name, and claimed by rows.
 
     Files that no row claims are reported as orphans, so that every file is accounted for.
+    Lookups ignore letter case; when two paths differ only in case (``IMG.JPEG`` beside
+    ``IMG.jpeg``, or folders ``A/`` and ``a/``), a lookup that names one exactly gets that one,
+    any other lookup the first in sorted order, and :meth:`clashes` lists the one not used.
 
     Example:
         >>> index = FileIndex.scan(Path("/nonexistent"))
         >>> index.find("a.png") is None
         True
+        >>> index = FileIndex(Path("."), {"a.png": "A.png"}, variants={"a.png": ["A.png", "a.png"]})
+        >>> index.find("a.png"), index.find("A.PNG")
+        ('a.png', 'A.png')
+        >>> [c.file for c in index.clashes()]
+        ['a.png']
     """
 
     root: Path
@@ -101,6 +208,12 @@ class FileIndex:
     claimed: set[str] = field(default_factory=set)
     rows: dict[str, int] = field(default_factory=dict)
     """File claimed through :meth:`take` → the metadata row that named it first."""
+    variants: dict[str, list[str]] = field(default_factory=dict)
+    """Case-folded path → every path of that form, sorted, where there is more than one."""
+    skipped: list[Skipped] = field(default_factory=list)
+    """Folders that could not be listed and links that could not be followed."""
+    _taken: set[str] = field(default_factory=set, repr=False)
+    _named: dict[str, str] = field(default_factory=dict, repr=False)
     _stems: dict[str, str] | None = field(default=None, repr=False)
 
     @classmethod
@@ -109,18 +222,27 @@ class FileIndex:
     ) -> FileIndex:
         """Index every file with one of ``suffixes`` under ``root/subdir`` (recursively)."""
         wanted = {s.lower() for s in suffixes}
-        base = root / subdir if subdir else root
-        files: dict[str, str] = {}
-        if base.is_dir():
-            for path in sorted(base.rglob("*")):
-                if path.suffix.lower() in wanted and path.is_file():
-                    rel = path.relative_to(root).as_posix()
-                    files[rel.casefold()] = rel
-        return cls(root=root, files=files)
+        found, skipped = list_files(root, subdir)
+        index = cls(root=root, skipped=skipped)
+        for rel in found:
+            if PurePosixPath(rel).suffix.lower() not in wanted:
+                continue
+            key = rel.casefold()
+            first = index.files.setdefault(key, rel)
+            if first != rel:
+                index.variants.setdefault(key, [first]).append(rel)
+        scans = _SCANS.get()
+        if scans is not None:
+            scans.append(index)
+        return index
 
     def find(self, rel: str) -> str | None:
         """The indexed relative path matching ``rel`` (case-insensitive), or None."""
-        return self.files.get(rel.casefold())
+        key = rel.casefold()
+        variants = self.variants.get(key)
+        if variants is not None and rel in variants:
+            return rel
+        return self.files.get(key)
 
     def find_stem(self, folder: str, stem: str) -> str | None:
         """The file ``folder/stem.<any image suffix>`` (upstream omits the extension)."""
@@ -154,11 +276,14 @@ class FileIndex:
             )
             return None
         self.claim(found)
+        if rel == found:
+            self._named.setdefault(found, f"{metadata} row {row} names it exactly")
         return found
 
     def claim(self, rel: str) -> None:
         """Mark ``rel`` as named by a row."""
         self.claimed.add(rel.casefold())
+        self._taken.add(rel)
 
     def orphans(self) -> Iterator[str]:
         """Indexed files that no row claimed, in sorted order."""
@@ -170,6 +295,44 @@ class FileIndex:
         """One ``orphan-file`` problem per unclaimed file."""
         for rel in self.orphans():
             log.add(source, rel, None, "orphan-file", "skipped", detail)
+
+    def clashes(self) -> Iterator[Skipped]:
+        """One ``name-clash`` entry per file left out because its path differs from a used
+        file's only in letter case: the one a row named exactly (or claimed) is used, else the
+        first in sorted order."""
+        for key, paths in sorted(self.variants.items()):
+            used = [rel for rel in paths if rel in self._taken]
+            if not used:
+                used = [self.files.get(key, paths[0])]
+            chosen = used[0]
+            why = self._named.get(chosen) or (
+                "first in sorted order" if chosen == paths[0] else "the adapter chose it"
+            )
+            for rel in paths:
+                if rel not in used:
+                    yield Skipped(
+                        rel,
+                        "name-clash",
+                        f"differs only in letter case from {chosen}, which is used ({why}); "
+                        "this file is not",
+                    )
+
+
+def report_skipped(source: str, root: Path, scans: Iterable[FileIndex], log: ProblemLog) -> None:
+    """One ``skipped`` problem row per unlisted folder, broken link (anywhere under ``root``)
+    and case clash of ``scans``; each (file, kind) once, in path order."""
+    rows: dict[tuple[str, str], Skipped] = {}
+    for item in list_files(root)[1]:
+        rows.setdefault((item.file, item.kind), item)
+    for index in scans:
+        for item in (*index.skipped, *index.clashes()):
+            file = item.file
+            if index.root != root:
+                with contextlib.suppress(ValueError):
+                    file = (index.root / file).relative_to(root).as_posix()
+            rows.setdefault((file, item.kind), Skipped(file, item.kind, item.detail))
+    for file, kind in sorted(rows, key=lambda fk: (fk[0].split("/"), fk[1])):
+        log.add(source, file, None, kind, "skipped", rows[file, kind].detail)
 
 
 def read_text(path: Path, source: str, log: ProblemLog, rel: str) -> str | None:
