@@ -23,6 +23,10 @@ voxel for voxel what SimpleITK's ``ImageSeriesReader`` gives for the same files:
   stored value is first taken from its BitsStored low bits (unused high bits are cleared) and
   sign-extended when PixelRepresentation is 1.
 
+Given a list for the slices it leaves out, :func:`read_series` drops a slice that cannot be
+read (damaged, or pixels that disagree with the header, such as ``BitsAllocated`` 8 over
+16-bit pixel data) with a ``slice-gap`` problem naming it, and stacks the rest.
+
 Compressed pixels are decoded by pydicom's decoders (pylibjpeg-libjpeg for JPEG and JPEG-LS,
 pylibjpeg-openjpeg or Pillow for JPEG 2000, pydicom itself for RLE). Where the optional
 ``imagecodecs`` package is installed, JPEG (baseline, extended and lossless) frames are decoded
@@ -818,7 +822,8 @@ def _check_native_length(
     if compressed:
         return
     expected = rows * columns * bits_allocated // 8
-    length = len(ds.PixelData)
+    data = ds.PixelData
+    length = len(data) if isinstance(data, bytes | bytearray) else 0
     if length < expected:
         raise VolumeError(
             f"{rel}: the pixel data hold {length} bytes, {columns}x{rows} pixels of "
