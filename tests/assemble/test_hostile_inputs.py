@@ -8,6 +8,7 @@ that differ only in letter case, images of impossible size, a file that is not a
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import stat
@@ -160,7 +161,13 @@ def test_max_pixels_below_a_real_image(tmp_path: Path, shared_sources: Path) -> 
     big = f"{TOP}/train/Normal/066.jpeg"  # 2226 x 1731 = 3,853,206 pixels
     result = _build(tmp_path, [DATASET], max_pixels=3_500_000)
     assert _rows(_problems(result), "too-large") == [(DATASET, big, "skipped")]
-    assert big not in set(result.manifest["path_raw"])
+    assert set(result.manifest["path_raw"]) == _train_files(top) - {big}
+    lock = json.loads((result.path / "lock.json").read_text(encoding="utf-8"))
+    assert lock["process"]["max_pixels"] == 3_500_000
+
+    relocked = _build(tmp_path, [DATASET], name="-lock", lock=result.path / "lock.json")
+    assert _rows(_problems(relocked), "too-large") == [(DATASET, big, "skipped")]
+    assert relocked.manifest.equals(result.manifest)  # the lock's limit, not the default
 
     again = _build(tmp_path, [DATASET])  # same root: cached outputs, other limit
     assert not again.up_to_date

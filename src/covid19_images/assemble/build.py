@@ -131,7 +131,8 @@ def build(
         size: Side of the square images written to the split folders.
         seed: Split seed (default: the recipe's).
         workers: Processes for decoding (default: all cores).
-        lock: A ``lock.json`` of an earlier build: rebuild exactly that (recipe, seed, size).
+        lock: A ``lock.json`` of an earlier build: rebuild exactly that (recipe, seed, size,
+            pixel limit).
         sources: Only these source ids (default: the recipe's).
         executor: Where per-image work runs (default: a local pool with ``workers``).
         progress: Show progress bars.
@@ -160,6 +161,9 @@ def build(
         locked = _read_lock(Path(lock))
         recipe = locked["recipe"]
         seed, size = locked["seed"], locked["size"]
+        process = locked.get("process")
+        if isinstance(process, dict) and isinstance(process.get("max_pixels"), int):
+            max_pixels = process["max_pixels"]
         sources = [*locked["sources"], *locked.get("sources_missing", [])]
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
@@ -238,7 +242,7 @@ def build(
         )
 
     manifest = _manifest(kept, classes, splits, size)
-    process = {"sizes": list(params.sizes), "version": params.version}
+    process = {"sizes": list(params.sizes), "version": params.version, "max_pixels": max_pixels}
     lock_data = _lock(recipe, seed, size, kept, used, missing, process)
     if locked is not None:
         _check_lock(locked, lock_data)
