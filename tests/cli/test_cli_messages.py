@@ -130,3 +130,29 @@ def test_a_forced_rebuild_keeps_the_exports_a_user_made(
     assert code == 0, out
     assert sorted(p.relative_to(dataset) for p in (dataset / "exports").rglob("*.png")) == made
     assert not list((tmp_path / "o").glob(".*"))  # no partial or old folder left beside it
+
+
+def test_strict_fails_on_input_problems_only(shared_sources: Path, tmp_path: Path) -> None:
+    upstream = shared_sources / "figure1-covid-chestxray"
+    mirror = tmp_path / "m" / "figure1-covid-chestxray"
+    mirror.mkdir(parents=True)
+    (mirror / "images").symlink_to(upstream / "images")
+    text = (upstream / "metadata.csv").read_bytes().decode("cp1252")  # upstream is not UTF-8
+    for vague, years in (("early 40s", "42"), ("mid 50s", "55")):  # ages that are not numbers
+        text = text.replace(f",{vague},", f",{years},")
+    last = text.rstrip("\n").splitlines()[-1].split(",", 1)
+    absent = f"COVID-99999,{last[1]}\n"  # a row whose image the download does not hold
+    (mirror / "metadata.csv").write_text(text.rstrip("\n") + "\n" + absent, encoding="utf-8")
+
+    code, out = _build(tmp_path, "--no-fetch", "--mirror", str(tmp_path / "m"))
+    assert code == 0, out
+    assert "no input problems" in out
+    assert "1 metadata row whose file is not present (missing-file)" in out
+    code, out = _build(tmp_path, "--no-fetch", "--mirror", str(tmp_path / "m"), "--strict")
+    assert code == 0, out
+
+    # A real problem (the file is not UTF-8 again) turns --strict into an exit code.
+    (mirror / "metadata.csv").write_bytes((upstream / "metadata.csv").read_bytes())
+    code, out = _build(tmp_path, "--no-fetch", "--mirror", str(tmp_path / "m"), "--strict")
+    assert code == 1
+    assert "bad-encoding 1" in out

@@ -409,8 +409,9 @@ def build_command(
     if audit["leakage"]:
         err.print("[bold red]error:[/] the audit found leakage between splits (audit.json)")
         raise typer.Exit(1)
-    # Recipe decisions (filtered, duplicate, augmented copy: "excluded") are not input problems.
-    if strict and any(p.action != "excluded" for p in result.problems):
+    # Recipe decisions (filtered, duplicate, augmented copy: "excluded") and metadata rows
+    # whose file a partial download does not hold are not input problems.
+    if strict and result.problems.input_problems():
         raise typer.Exit(1)
 
 
