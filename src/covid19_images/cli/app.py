@@ -50,7 +50,7 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,  # plain help: readable at 80 columns, no markup eating [brackets]
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -58,6 +58,7 @@ RootOption = Annotated[
     Path | None,
     typer.Option(
         "--root",
+        metavar="DIR",
         envvar=HOME_ENV,
         help="Data root (raw/, downloads/); default: the user cache folder.",
         show_default=False,
@@ -67,6 +68,7 @@ MirrorOption = Annotated[
     Path | None,
     typer.Option(
         "--mirror",
+        metavar="DIR",
         envvar=MIRROR_ENV,
         help="Read-only folder of upstream folders, used in place and never written to.",
         show_default=False,
@@ -140,6 +142,12 @@ def catalog_command(
         _print_json([entry_json(e) for e in entries])
         return
     out.print(render_catalog(entries, width=out.width))
+    if out.width < 110:
+        out.print(
+            "tasks: cls classification, seg segmentation, loc localization; "
+            "a wider terminal shows names and counts",
+            highlight=False,
+        )
     out.print("Details and how to get each source: covid19-images info SOURCE", highlight=False)
     out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)
 
@@ -147,7 +155,7 @@ def catalog_command(
 @app.command("info")
 @_handled
 def info_command(
-    source: Annotated[str, typer.Argument(help="Source id, alias or name.")],
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="Source id, alias or name.")],
     root: RootOption = None,
     mirror: MirrorOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -162,20 +170,23 @@ def info_command(
         )
         _print_json(data)
         return
-    out.print(render_info(entry, located))
+    out.print(render_info(entry, located), crop=False)  # long URLs stay whole, to copy
     out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)
 
 
 @app.command("fetch")
 @_handled
 def fetch_command(
-    sources: Annotated[list[str], typer.Argument(help="Source ids, aliases or names.")],
+    sources: Annotated[
+        list[str], typer.Argument(metavar="SOURCE...", help="Source ids, aliases or names.")
+    ],
     root: RootOption = None,
     mirror: MirrorOption = None,
     from_path: Annotated[
         Path | None,
         typer.Option(
             "--from",
+            metavar="PATH",
             help="A folder or archive you downloaded; checked against the source's layout.",
             show_default=False,
         ),
@@ -184,8 +195,10 @@ def fetch_command(
         bool, typer.Option(help="Copy a --from folder into the data root instead of using it.")
     ] = False,
     force: Annotated[bool, typer.Option(help="Download again even if complete.")] = False,
-    retries: Annotated[int, typer.Option(min=0, help="Retries per file.")] = 3,
-    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for a server.")] = 60.0,
+    retries: Annotated[int, typer.Option(min=0, metavar="N", help="Retries per file.")] = 3,
+    timeout: Annotated[
+        float, typer.Option(min=1, metavar="SECONDS", help="Seconds to wait for a server.")
+    ] = 60.0,
     max_extracted_bytes: Annotated[
         int | None,
         typer.Option(
@@ -202,6 +215,7 @@ def fetch_command(
         typer.Option(
             "--max-ratio",
             min=1,
+            metavar="RATIO",
             help="Refuse an archive, or a member of one, that expands more than this many "
             "times its compressed size (image archives rarely pass 10).",
         ),
@@ -257,32 +271,41 @@ def build_command(
     recipe: Annotated[
         str,
         typer.Argument(
+            metavar="RECIPE",
             help="Recipe name (xray-covid, xray-binary, covidx, ct-covid, ct-lesion-seg) "
-            "or a recipe .toml."
+            "or a recipe .toml.",
         ),
     ],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder that receives <recipe>/.")] = Path(
-        "datasets"
-    ),
+    out_dir: Annotated[
+        Path, typer.Option("--out", metavar="DIR", help="Folder that receives RECIPE/.")
+    ] = Path("datasets"),
     root: RootOption = None,
     mirror: MirrorOption = None,
-    size: Annotated[int, typer.Option(min=16, max=2048, help="Side of the square images.")] = 224,
+    size: Annotated[
+        int, typer.Option(min=16, max=2048, metavar="PX", help="Side of the square images.")
+    ] = 224,
     seed: Annotated[
-        int | None, typer.Option(min=0, help="Split seed (default: the recipe's).")
+        int | None, typer.Option(min=0, metavar="N", help="Split seed (default: the recipe's).")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Decoding processes (default: all cores).")
+        int | None,
+        typer.Option(min=1, metavar="N", help="Decoding processes (default: all cores)."),
     ] = None,
     lock: Annotated[
-        Path | None, typer.Option("--lock", help="Rebuild exactly what a lock.json describes.")
+        Path | None,
+        typer.Option("--lock", metavar="FILE", help="Rebuild exactly what a lock.json describes."),
     ] = None,
     sources: Annotated[
-        str | None, typer.Option(help="Comma-separated source ids (default: the recipe's).")
+        str | None,
+        typer.Option(metavar="IDS", help="Comma-separated source ids (default: the recipe's)."),
     ] = None,
     strict: Annotated[bool, typer.Option(help="Exit non-zero when there are problems.")] = False,
     views: Annotated[
         str | None,
-        typer.Option(help="Comma-separated views to keep, e.g. PA,AP (default: the recipe's)."),
+        typer.Option(
+            metavar="VIEWS",
+            help="Comma-separated views to keep, e.g. PA,AP (default: the recipe's).",
+        ),
     ] = None,
     adult_only: Annotated[
         bool | None,
@@ -310,7 +333,9 @@ def build_command(
     class_: Annotated[
         list[str] | None,
         typer.Option(
-            "--class", help="NAME=LABEL[,LABEL...], repeatable: classes as merges of labels."
+            "--class",
+            metavar="NAME=LABEL[,LABEL...]",
+            help="Repeatable: a class as a merge of labels, e.g. --class other=normal,pneumonia.",
         ),
     ] = None,
     max_pixels: Annotated[
@@ -318,6 +343,7 @@ def build_command(
         typer.Option(
             "--max-pixels",
             min=1,
+            metavar="N",
             help="Most pixels an image header may declare (default: 150000000); a larger "
             "image (a decompression bomb) is a too-large row of problems.csv, not decoded.",
             show_default=False,
@@ -418,7 +444,9 @@ def build_command(
 @app.command("audit")
 @_handled
 def audit_command(
-    dataset: Annotated[Path, typer.Argument(help="An assembled dataset folder.")],
+    dataset: Annotated[
+        Path, typer.Argument(metavar="DATASET", help="An assembled dataset folder.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Check a dataset for leakage (patients, near-duplicate images) and confounding.
@@ -440,15 +468,20 @@ def audit_command(
 @app.command("export")
 @_handled
 def export_command(
-    dataset: Annotated[Path, typer.Argument(help="An assembled dataset folder.")],
+    dataset: Annotated[
+        Path, typer.Argument(metavar="DATASET", help="An assembled dataset folder.")
+    ],
     fmt: Annotated[
         str,
-        typer.Option("--format", help="imagefolder, covidx, monai, hf or nnunet."),
+        typer.Option(
+            "--format", metavar="FORMAT", help="imagefolder, covidx, monai, hf or nnunet."
+        ),
     ],
     out_dir: Annotated[
         Path | None,
         typer.Option(
             "--out",
+            metavar="DIR",
             help="Target folder (default: DATASET/exports/FORMAT; covidx-binary for "
             "--covidx-task binary).",
         ),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.panel import Panel
+from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
@@ -35,35 +37,43 @@ def entry_json(entry: SourceEntry) -> dict[str, Any]:
 
 
 def render_catalog(entries: list[SourceEntry], width: int = 200) -> Table:
-    """A table with one row per source; names and licences only where the terminal is wide."""
-    with_names, with_licence = width >= 160, width >= 110
-    with_counts = with_licence
+    """A table with one row per source: licences always (under the id where the terminal is
+    narrow), names and counts where it is wide."""
+    with_names, wide = width >= 160, width >= 110
     short_tasks = {"classification": "cls", "segmentation": "seg", "localization": "loc"}
-    table = Table(title=f"{len(entries)} sources", show_lines=False, expand=False)
-    table.add_column("id", style="bold cyan", no_wrap=True)
+    table = Table(
+        title=f"{len(entries)} sources",
+        show_lines=False,
+        expand=False,
+        box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD,  # narrow: no side borders
+        pad_edge=wide,
+    )
+    # Narrow: each source's licence on a line of its own under its id, never dropped.
+    table.add_column("id" if wide else "id\n  licence", no_wrap=wide)
     if with_names:
         table.add_column("name")
     table.add_column("modality", no_wrap=True)
-    table.add_column("tasks" if with_licence else "tasks*", no_wrap=not with_licence)
+    table.add_column("tasks", no_wrap=not wide)
     table.add_column("access", no_wrap=True)
-    if with_licence:
+    if wide:
         table.add_column("licence")
-    if with_counts:
+    if wide:
         table.add_column("images\n(reported)", justify="right")
     for entry in entries:
         images = next((c.images for c in entry.counts if c.images is not None), None)
         access_style = {"auto": "green", "manual": "yellow", "registration": "red"}[entry.access]
+        ident = Text(entry.id, style="bold cyan")
+        if not wide:
+            ident.append(f"\n  {entry.license.label()}", style="default")
         table.add_row(
-            entry.id,
+            ident,
             *([entry.name] if with_names else []),
-            ", ".join(entry.modality),
-            ", ".join(entry.tasks if with_licence else [short_tasks[t] for t in entry.tasks]),
+            ",".join(entry.modality) if not wide else ", ".join(entry.modality),
+            ", ".join(entry.tasks if wide else [short_tasks[t] for t in entry.tasks]),
             Text(entry.access, style=access_style),
-            *([entry.license.label()] if with_licence else []),
-            *([f"{images:,}" if images is not None else ""] if with_counts else []),
+            *([entry.license.label()] if wide else []),
+            *([f"{images:,}" if images is not None else ""] if wide else []),
         )
-    if not with_licence:
-        table.caption = "* cls/seg/loc: classification, segmentation, localization; wider for more"
     return table
 
 
@@ -111,7 +121,8 @@ def render_info(entry: SourceEntry, located: Located | None) -> RenderableType:
         row("local copy", "none yet")
 
     parts: list[RenderableType] = [Panel(facts, title=entry.name, title_align="left")]
-    parts.append(Panel(_how_to_get(entry), title="How to get it", title_align="left"))
+    # No panel around the ways to get it: a URL is never wrapped, so it can be copied whole.
+    parts += [Rule("How to get it", align="left"), *_how_to_get(entry), Rule()]
     if entry.layout.tree or entry.layout.notes:
         layout = Text()
         if entry.layout.tree:
@@ -133,31 +144,34 @@ def render_info(entry: SourceEntry, located: Located | None) -> RenderableType:
     return Group(*parts)
 
 
-def _how_to_get(entry: SourceEntry) -> Text:
-    text = Text()
+def _how_to_get(entry: SourceEntry) -> list[Text]:
+    """The ways to get a source, one line each; commands and URLs never wrap."""
+    lines: list[Text] = []
+
+    def line(text: str, style: str = "", whole: bool = False) -> None:
+        lines.append(Text(text, style=style, no_wrap=whole, overflow="ignore" if whole else "fold"))
+
     if entry.subset_of:
-        text.append(f"Part of {entry.subset_of}: ")
-        text.append(f"covid19-images fetch {entry.subset_of}\n", style="bold")
+        line(f"Part of {entry.subset_of}:")
+        line(f"  covid19-images fetch {entry.subset_of}", "bold", whole=True)
     if entry.download:
-        text.append("Downloaded and verified for you:\n")
-        text.append(f"  covid19-images fetch {entry.id}\n", style="bold")
+        line("Downloaded and verified for you:")
+        line(f"  covid19-images fetch {entry.id}", "bold", whole=True)
         for item in entry.download:
-            text.append(f"  {item.resolved_url()}\n")
+            line(f"  {item.resolved_url()}", whole=True)
             checksum = item.checksum or "none published (sha256 recorded at first download)"
-            text.append(f"  checksum: {checksum}\n")
+            line(f"  checksum: {checksum}", whole=bool(item.checksum))
     if entry.manual:
         kind = "after registration" if entry.access == "registration" else "by hand"
-        text.append(f"Download {kind}")
-        text.append(f" from {entry.manual.url}:\n" if entry.manual.url else ":\n")
+        line(f"Download {kind}" + (" from:" if entry.manual.url else ":"))
+        if entry.manual.url:
+            line(f"  {entry.manual.url}", whole=True)
         for i, step in enumerate(entry.manual.steps, 1):
-            text.append(f"  {i}. {step}\n")
+            line(f"  {i}. {step}")
     if entry.download:
-        text.append(
-            f"Downloaded already? covid19-images fetch {entry.id} --from FOLDER_OR_ARCHIVE\n"
-        )
+        line("Downloaded already?")
+        line(f"  covid19-images fetch {entry.id} --from FOLDER_OR_ARCHIVE", "bold", whole=True)
     if entry.layout.required:
-        text.append(f"fetch --from checks: {', '.join(entry.layout.required)}\n")
-    text.append(
-        f"Or read it in place from a mirror: --mirror DIR with DIR/{entry.id} (or DIR/<alias>)."
-    )
-    return text
+        line(f"fetch --from checks: {', '.join(entry.layout.required)}")
+    line(f"Or read it in place from a mirror: --mirror DIR with DIR/{entry.id} (or DIR/<alias>).")
+    return lines
