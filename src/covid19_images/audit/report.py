@@ -35,6 +35,7 @@ from covid19_images.process.signature import (
     compute_signature,
     content_image,
 )
+from covid19_images.progress import track
 
 
 class AuditError(Covid19ImagesError):
@@ -104,6 +105,7 @@ def audit_dataset(
     min_detail: float | None = None,
     min_aligned: float | None = None,
     memo: FileSignatures | None = None,
+    progress: bool = False,
 ) -> AuditReport:
     """Audit the dataset in ``folder`` (with ``manifest.parquet`` and the split folders).
 
@@ -147,6 +149,7 @@ def audit_dataset(
         min_detail if min_detail is not None else dedup.get("min_detail", DEFAULT_MIN_DETAIL),
         min_aligned if min_aligned is not None else dedup.get("min_aligned", DEFAULT_MIN_ALIGNED),
         memo,
+        progress,
     )
     report.cross_split_duplicates += pairs
     report.missing_files = sorted({*report.missing_files, *missing_images})
@@ -224,6 +227,7 @@ def _cross_split_duplicates(
     min_detail: float,
     min_aligned: float,
     memo: FileSignatures | None = None,
+    progress: bool = False,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Copies across splits, found from the image files; and the files that could not be read."""
     pairs, unreadable = cross_split_copies(
@@ -235,6 +239,7 @@ def _cross_split_duplicates(
         min_detail=min_detail,
         min_aligned=min_aligned,
         memo=memo,
+        progress=progress,
     )
     return pairs, [Path(p).relative_to(folder).as_posix() for p in unreadable]
 
@@ -320,6 +325,7 @@ def cross_split_copies(
     min_detail: float = DEFAULT_MIN_DETAIL,
     min_aligned: float = DEFAULT_MIN_ALIGNED,
     memo: FileSignatures | None = None,
+    progress: bool = False,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Pairs of image files in different splits that are copies of one film; unreadable files.
 
@@ -348,7 +354,7 @@ def cross_split_copies(
     missing: list[str] = []
     blank = np.zeros((THUMB, THUMB), dtype=np.uint8)
     unreadable = set()
-    for k in order:
+    for k in track(order, len(order), "hashing the dataset's images", progress):
         found = memo.lookup(paths[k])
         if found is None:
             unreadable.add(k)
@@ -386,6 +392,7 @@ def cross_split_copies(
         min_detail=min_detail,
         min_aligned=min_aligned,
         only_across=split_at,
+        progress=progress,
     )
     pairs = [
         {

@@ -456,7 +456,7 @@ def audit_command(
     """
     from covid19_images.audit import audit_dataset
 
-    report = audit_dataset(dataset)
+    report = audit_dataset(dataset, progress=sys.stderr.isatty())
     if as_json:
         _print_json(report.as_dict())
     else:

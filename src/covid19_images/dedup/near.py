@@ -40,6 +40,7 @@ from covid19_images.dedup.align import (
     view_region,
 )
 from covid19_images.process.signature import VIEWS, Signature, content_thumbnail
+from covid19_images.progress import track
 
 DEFAULT_MAX_HAMMING = 12
 DEFAULT_MIN_CORRELATION = 0.95
@@ -195,6 +196,7 @@ def find_duplicates(
     min_detail: float = DEFAULT_MIN_DETAIL,
     min_aligned: float = DEFAULT_MIN_ALIGNED,
     only_across: Sequence[str] | None = None,
+    progress: bool = False,
 ) -> DuplicateReport:
     """Exact and confirmed near duplicates among images given by their hashes.
 
@@ -216,6 +218,7 @@ def find_duplicates(
             whole-frame test rejects.
         only_across: A group (split) per image: only pairs of different groups are tested
             (what an audit of splits needs).
+        progress: Show a progress bar over the candidate pairs (on stderr).
 
     Example:
         >>> thumbs = [np.eye(8) * 100, np.eye(8) * 200, np.fliplr(np.eye(8)) * 100]
@@ -303,7 +306,7 @@ def find_duplicates(
 
     # Closest first; a pair already joined through other copies needs no test of its own.
     ordered = _closest_first(list(candidates), frame_hash, signatures, n)
-    for distance, i, j in ordered:
+    for distance, i, j in track(ordered, len(ordered), "comparing candidate pairs", progress):
         views = candidates[(i, j)]
         if (i, j) in exact_pairs or find(i) == find(j):
             continue

@@ -25,6 +25,7 @@ import pandas as pd
 from PIL import Image
 
 from covid19_images.errors import Covid19ImagesError
+from covid19_images.progress import track
 
 PACKED_VERSION: Final = 1
 """Bump when the arrays or their index change shape or meaning; loaders refuse other versions."""
@@ -55,6 +56,7 @@ def write_packed(
     size: int,
     tool: str,
     masks: Callable[[str, int], np.ndarray] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Pack the square PNGs ``items`` names (``split``, ``path``, ``uid``, ``class``, and
     optionally ``slice``) into one array per split, in ``items`` order; returns the metadata.
@@ -63,7 +65,8 @@ def write_packed(
     greyscale, as a build writes them. ``masks(uid, slice)`` gives each row's label map
     (``size`` x ``size`` uint8) for segmentation datasets, packed as ``<split>_<size>_mask.npy``.
     A ``path`` is relative to ``folder`` (not to the working directory), or absolute: a path
-    outside ``folder`` (a cached slice) is read but not listed in the index.
+    outside ``folder`` (a cached slice) is read but not listed in the index. ``progress``
+    shows a bar per split (on stderr).
 
     Raises:
         LoadError: a PNG is missing or not ``size`` x ``size``.
@@ -94,7 +97,10 @@ def write_packed(
             else None
         )
         slices_of = part["slice"] if "slice" in part else pd.Series([0] * len(part))
-        for i, (rel, uid, k) in enumerate(zip(part["path"], part["uid"], slices_of, strict=True)):
+        rows_of = zip(part["path"], part["uid"], slices_of, strict=True)
+        for i, (rel, uid, k) in enumerate(
+            track(rows_of, len(part), f"packing {split} arrays", progress)
+        ):
             try:
                 with Image.open(folder / str(rel)) as img:
                     pixels = np.asarray(img.convert("L"))

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Protocol, TypeVar
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from covid19_images.progress import track
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -88,18 +88,4 @@ class LocalExecutor:
         return self._with_progress(run(), len(items), description)
 
     def _with_progress(self, results: Iterable[R], total: int, description: str) -> Iterator[R]:
-        if not self.progress:
-            yield from results
-            return
-        bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        with bar:
-            task = bar.add_task(description or "working", total=total)
-            for result in results:
-                bar.advance(task)
-                yield result
+        return track(results, total, description, enabled=self.progress)
