@@ -44,8 +44,8 @@ def single_threaded() -> None:
     spins while it waits: measured, the X-ray build's per-image work took 2.5 times as long
     with two workers.
 
-    Example:
-        >>> single_threaded()  # doctest: +SKIP (it limits this process for good)
+    Example (skipped as a test: it limits the process it runs in for good):
+        >>> single_threaded()  # doctest: +SKIP
     """
     from threadpoolctl import threadpool_limits
 
