@@ -269,21 +269,23 @@ class CountingExecutor:
 
 @contextmanager
 def stage_timer() -> Iterator[dict[str, float]]:
-    """Time the build's stages by wrapping them where ``build`` looks them up."""
+    """Time the build's stages by wrapping them where ``build`` and ``assemble_xray`` look them
+    up."""
     import covid19_images.assemble.build as build_module
     import covid19_images.assemble.datasheet as datasheet_module
+    import covid19_images.assemble.xray as xray_module
     import covid19_images.audit as audit_module
 
     spots = [
         (build_module, "_ingest", "ingest"),
         (build_module, "_select", "select"),
-        (build_module, "process_records", "process"),
-        (build_module, "deduplicate", "deduplicate"),
-        (build_module, "_write_dicoms", "DICOM"),
-        (build_module, "_splits", "split"),
-        (build_module, "_leak_free_splits", "split + its leak check"),
-        (build_module, "_manifest", "manifest"),
-        (build_module, "_write", "write (total)"),
+        (xray_module, "process_records", "process"),
+        (xray_module, "deduplicate", "deduplicate"),
+        (xray_module, "write_dicoms", "DICOM"),
+        (xray_module, "split_records", "split"),
+        (xray_module, "_leak_free_splits", "split + its leak check"),
+        (xray_module, "_manifest", "manifest"),
+        (xray_module, "_write", "write (total)"),
         (audit_module, "audit_dataset", "write: audit"),
         (datasheet_module, "write_datasheet", "write: datasheet"),
     ]

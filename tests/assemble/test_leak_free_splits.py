@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from covid19_images.assemble import build as build_module
+from covid19_images.assemble import xray as xray_module
 from covid19_images.assemble.build import build
 from covid19_images.audit import audit_dataset, cross_split_copies
 from covid19_images.dedup.clusters import DedupResult, deduplicate
@@ -25,7 +25,7 @@ def test_copies_missed_by_dedup_never_cross_splits(
     shared_sources: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
     # Figure 1 and the Kaggle Covid-19 Image Dataset share re-encoded copies of films.
-    monkeypatch.setattr(build_module, "deduplicate", _keep_everything)
+    monkeypatch.setattr(xray_module, "deduplicate", _keep_everything)
     result = build(
         "xray-covid",
         out=tmp_path / "out",

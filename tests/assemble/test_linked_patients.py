@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from covid19_images.assemble import build as build_module
+from covid19_images.assemble.build import build
 from covid19_images.assemble.recipe import Recipe, load_recipe
-from covid19_images.assemble.splits import merge_groups
+from covid19_images.assemble.splits import merge_groups, split_records
 from covid19_images.process.executor import LocalExecutor
 from covid19_images.records import Record
 
@@ -53,10 +53,10 @@ def test_a_dropped_copy_links_its_patient_with_the_kept_copys_patient() -> None:
     classes = {r.uid: r.label for r in everything}
     old_apart = []
     for seed in SEEDS:
-        splits = build_module._splits(recipe, kept, classes, False, seed, everything=everything)
+        splits = split_records(recipe, kept, classes, False, seed, everything=everything)
         assert len(splits) == len(kept)
         assert splits[0] == splits[1], f"seed {seed}: A in {splits[0]}, B in {splits[1]}"
-        old = build_module._splits(recipe, kept, classes, False, seed)
+        old = split_records(recipe, kept, classes, False, seed)
         if old[0] != old[1]:
             old_apart.append(seed)
     # Without the dropped copy the two patients are unrelated and some seed parts them: the
@@ -72,7 +72,7 @@ def test_kept_records_missing_from_everything_are_their_own_group() -> None:
     everything = [a, a_copy, b, *fillers]
     classes = {r.uid: r.label for r in [*everything, late]}
     for seed in range(5):
-        splits = build_module._splits(recipe, kept, classes, False, seed, everything=everything)
+        splits = split_records(recipe, kept, classes, False, seed, everything=everything)
         assert splits[0] == splits[1]
         assert splits[2] in {"train", "val", "test"}
 
@@ -83,10 +83,10 @@ def test_links_put_kept_records_on_one_side() -> None:
     classes = {r.uid: r.label for r in fillers}
     apart = []
     for seed in SEEDS:
-        old = build_module._splits(recipe, fillers, classes, False, seed)
+        old = split_records(recipe, fillers, classes, False, seed)
         if old[0] != old[3]:
             apart.append(seed)
-        linked = build_module._splits(recipe, fillers, classes, False, seed, links=[(0, 3), (3, 5)])
+        linked = split_records(recipe, fillers, classes, False, seed, links=[(0, 3), (3, 5)])
         assert linked[0] == linked[3] == linked[5], f"seed {seed}: {linked}"
     assert apart, "records 0 and 3 were never apart without the link: the test shows nothing"
 
@@ -96,7 +96,7 @@ def test_upstream_splits_ignore_groups() -> None:
     a, a_copy, b, _ = _fixture()
     a.upstream_split, b.upstream_split = "train", "test"
     classes = {r.uid: r.label for r in (a, a_copy, b)}
-    splits = build_module._splits(recipe, [a, b], classes, True, 0, everything=[a, a_copy, b])
+    splits = split_records(recipe, [a, b], classes, True, 0, everything=[a, a_copy, b])
     assert splits == ["train", "test"]
 
 
@@ -192,7 +192,7 @@ def test_build_keeps_patients_linked_by_a_dropped_copy_together(
         }
     )
     for seed in range(3):
-        result = build_module.build(
+        result = build(
             recipe,
             out=tmp_path / f"out{seed}",
             mirror=mirror,

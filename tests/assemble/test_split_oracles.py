@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covid19_images.assemble.build import _splits, build
+from covid19_images.assemble.build import build
 from covid19_images.assemble.recipe import Recipe
-from covid19_images.assemble.splits import SPLITS, stratified_group_split
+from covid19_images.assemble.splits import SPLITS, split_records, stratified_group_split
 from covid19_images.process.executor import LocalExecutor
 from covid19_images.records import Record
 
@@ -72,7 +72,7 @@ def _clustered(seed: int) -> tuple[list[Record], dict[str, str]]:
 @pytest.mark.parametrize("seed", range(5))
 def test_images_of_one_duplicate_cluster_share_a_split(seed: int) -> None:
     records, classes = _clustered(seed)
-    splits = _splits(_recipe(0.4, 0.3, 0.3), records, classes, False, seed)
+    splits = split_records(_recipe(0.4, 0.3, 0.3), records, classes, False, seed)
     by_cluster: dict[str, set[str]] = defaultdict(set)
     for record, split in zip(records, splits, strict=True):
         if "dup_cluster" in record.attributes:
@@ -97,7 +97,7 @@ def test_a_dropped_copy_links_its_patient_to_the_kept_copy(seed: int) -> None:
     everything = [*kept, dropped]
     classes = {**classes, kept_a.uid: "covid19", kept_b.uid: "covid19", dropped.uid: "covid19"}
     for attempt in range(8):
-        splits = _splits(
+        splits = split_records(
             _recipe(0.4, 0.3, 0.3), kept, classes, False, seed * 8 + attempt, everything=everything
         )
         split_of = dict(zip((r.uid for r in kept), splits, strict=True))
@@ -137,7 +137,7 @@ def test_each_split_gets_its_fraction_of_every_class(fractions: tuple[float, flo
 def test_recipe_fractions_reach_the_splits() -> None:
     records = [_record(n, ["covid19", "normal", "pneumonia"][n % 3], f"p:{n}") for n in range(600)]
     classes = {r.uid: _class_of(r) for r in records}
-    splits = _splits(_recipe(0.6, 0.25, 0.15), records, classes, False, 0)
+    splits = split_records(_recipe(0.6, 0.25, 0.15), records, classes, False, 0)
     counts = Counter(splits)
     assert counts["train"] == pytest.approx(360, abs=6)
     assert counts["val"] == pytest.approx(150, abs=6)

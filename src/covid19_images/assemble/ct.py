@@ -26,25 +26,19 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from covid19_images import __version__
-from covid19_images.assemble.build import (
-    STATE,
-    BuildResult,
-    _check_lock,
-    _lock,
-    _salt,
-    _splits,
-    _write_dicoms,
-    link,
-    staging,
-    write_tables,
-)
+from covid19_images.assemble.dicoms import deid_salt, write_dicoms
+from covid19_images.assemble.fingerprint import write_state
+from covid19_images.assemble.folder import link, staging, write_tables
+from covid19_images.assemble.lockfile import check_lock, make_lock
 from covid19_images.assemble.recipe import Recipe
+from covid19_images.assemble.result import AssemblyJob, BuildResult
+from covid19_images.assemble.splits import split_records
 from covid19_images.dedup.clusters import DedupResult, deduplicate
 from covid19_images.loaders.packed import write_packed
 from covid19_images.problems import ProblemLog
@@ -63,23 +57,20 @@ from covid19_images.process.ct.volume import read_nifti, write_nifti
 from covid19_images.process.pipeline import PROCESS_VERSION, Params, output_dir, process_records
 from covid19_images.records import Record, records_frame
 
-if TYPE_CHECKING:
-    from covid19_images.assemble.build import CtBuild
-
 SLICES = "slices.parquet"
 DATALIST = "datalist.json"
 SPLITS = ("train", "val", "test")
 
 
 def assemble_ct(
-    recipe: Recipe, selected: list[Record], classes: dict[str, str], job: CtBuild
+    recipe: Recipe, selected: list[Record], classes: dict[str, str], job: AssemblyJob
 ) -> BuildResult:
     """Process, deduplicate, split and write the records a CT recipe selected.
 
     Called by :func:`~covid19_images.assemble.build.build` for recipes of modality CT.
 
     Example:
-        >>> from covid19_images.assemble import build
+        >>> from covid19_images.assemble.build import build
         >>> result = build("ct-covid", out="out", mirror="../shared/sources")  # doctest: +SKIP
         >>> result.manifest.groupby(["level", "class"]).size()  # doctest: +SKIP
     """
@@ -130,22 +121,22 @@ def assemble_ct(
     )
     images = dedup.kept
     if job.dicom and images:
-        _write_dicoms(images, roots, image_cache, _salt(base), job.executor, log)
+        write_dicoms(images, roots, image_cache, deid_salt(base), job.executor, log)
     kept = volumes + images
     for r in kept:  # file names can carry upstream ids; the folder and the digests stay
         files = r.attributes.get("files")
         if isinstance(files, list):
             r.attributes["files"] = len(files)
-    splits = _splits(recipe, kept, classes, False, job.seed) if kept else []
+    splits = split_records(recipe, kept, classes, False, job.seed) if kept else []
     manifest = _manifest(kept, classes, splits, job.size, segmentation)
     process = {
         "ct": {"size": job.size, "window": recipe.window, "version": CT_PROCESS_VERSION},
         "sizes": list(image_params.sizes),
         "version": PROCESS_VERSION,
     }
-    lock_data = _lock(recipe, job.seed, job.size, kept, job.used, job.missing, process)
+    lock_data = make_lock(recipe, job.seed, job.size, kept, job.used, job.missing, process)
     if job.locked is not None:
-        _check_lock(job.locked, lock_data)
+        check_lock(job.locked, lock_data)
     _write(recipe, job, manifest, kept, ct_cache, image_cache, dedup, lock_data)
     return BuildResult(job.final, manifest, log, job.used, job.missing, dedup)
 
@@ -271,7 +262,7 @@ def _slice_rows(manifest: pd.DataFrame, kept: dict[str, Record]) -> pd.DataFrame
 
 def _write(
     recipe: Recipe,
-    job: CtBuild,
+    job: AssemblyJob,
     manifest: pd.DataFrame,
     kept: list[Record],
     ct_cache: Path,
@@ -329,7 +320,7 @@ def _write(
             montage=None if segmentation else montage,
             extra=_ct_section(manifest, recipe),
         )
-        (tmp / STATE).write_text(json.dumps({"inputs": job.state}) + "\n", encoding="utf-8")
+        write_state(tmp, job.state)
 
 
 def _pack_pairs(

@@ -29,7 +29,7 @@ from typing import Final, Literal, get_args
 
 import pandas as pd
 
-from covid19_images.assemble.build import link
+from covid19_images.assemble.folder import link
 from covid19_images.errors import Covid19ImagesError
 from covid19_images.loaders.packed import INDEX, read_meta
 

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from covid19_images.assemble.recipe import Recipe
+    from covid19_images.records import Record
 
 SPLITS = ("train", "val", "test")
 
@@ -122,3 +127,37 @@ def stratified_group_split(
         assignment[group] = best
         have[best] += counts
     return [names[assignment[g]] for g in groups]
+
+
+def split_records(
+    recipe: Recipe,
+    kept: list[Record],
+    classes: dict[str, str],
+    upstream: bool,
+    seed: int,
+    *,
+    everything: list[Record] | None = None,
+    links: list[tuple[int, int]] | None = None,
+) -> list[str]:
+    """A split per kept record: grouped by patient and copy cluster, stratified by class.
+
+    ``everything`` holds the records before deduplication: a copy that was dropped still
+    links its own patient with the patient of the copy kept (one person, two ids), so every
+    image of both lands in one split. ``links`` are pairs of kept records (indices) that must
+    share a split too. ``upstream``: each record keeps the split its source gave it.
+    """
+    if upstream:
+        return [r.upstream_split or "train" for r in kept]
+    pool = everything if everything is not None else kept
+    groups = group_ids(
+        [r.uid for r in pool],
+        [r.patient_id for r in pool],
+        [r.attributes.get("dup_cluster") for r in pool],
+    )
+    group_of = dict(zip((r.uid for r in pool), groups, strict=True))
+    kept_groups = [group_of.get(r.uid, r.uid) for r in kept]
+    if links:
+        kept_groups = merge_groups(kept_groups, links)
+    return stratified_group_split(
+        kept_groups, [classes[r.uid] for r in kept], recipe.split.fractions(), seed
+    )
