@@ -39,6 +39,7 @@ from covid19_images.fetch.fetcher import FileProgress
 from covid19_images.problems import KINDS, ProblemLog
 from covid19_images.process.executor import Executor, LocalExecutor
 from covid19_images.process.image import MAX_PIXELS
+from covid19_images.progress import track
 from covid19_images.records import Record
 from covid19_images.sources import adapter_ids, get_adapter
 from covid19_images.sources.covidx import covidx_membership
@@ -145,7 +146,7 @@ def build(
     log = ProblemLog()
     fetched.log_problems(log)
 
-    records, used, missing = _ingest(ids, base, mirror, log)
+    records, used, missing = _ingest(ids, base, mirror, log, progress)
     if not records and used:
         raise BuildError(_nothing_read(recipe, used, log))
     if not records:
@@ -163,7 +164,19 @@ def build(
     if not selected:
         raise BuildError(nothing_passes(recipe, log))
     job = AssemblyJob(
-        base, final, used, missing, size, seed, executor, log, dicom, state, locked, max_pixels
+        base,
+        final,
+        used,
+        missing,
+        size,
+        seed,
+        executor,
+        log,
+        dicom,
+        state,
+        locked,
+        max_pixels,
+        progress,
     )
     if "CT" in recipe.modality:
         return _reported(assemble_ct(recipe, selected, classes, job), fetched)
@@ -237,12 +250,13 @@ def _ingest(
     base: Path,
     mirror: Path | str | None,
     log: ProblemLog,
+    progress: bool = False,
 ) -> tuple[list[Record], dict[str, Located], list[str]]:
     catalog = load_catalog()
     records: list[Record] = []
     used: dict[str, Located] = {}
     missing: list[str] = []
-    for source in ids:
+    for source in track(ids, len(ids), "reading the sources' metadata", progress):
         located = locate(source, root=base, mirror=mirror)
         if located is None:
             missing.append(source)

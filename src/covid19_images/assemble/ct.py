@@ -103,7 +103,7 @@ def assemble_ct(
     volumes, volume_pairs = _exact_volume_copies(volumes, log)
 
     image_cache = base / "processed" / "ct-2d"
-    image_params = Params(sizes=tuple(sorted({224, 512, job.size})))
+    image_params = Params(sizes=tuple(sorted({224, 512, job.size})), max_pixels=job.max_pixels)
     if images:
         images, _ = process_records(
             images, roots, image_cache, params=image_params, executor=job.executor, log=log
@@ -113,6 +113,7 @@ def assemble_ct(
         image_cache,
         log,
         **recipe.dedup.model_dump(),
+        progress=job.progress,
     )
     dedup.pairs = (
         pd.concat([dedup.pairs, volume_pairs], ignore_index=True)
@@ -295,7 +296,12 @@ def _write(
                     link(volume_dir(ct_cache, key) / "image.nii.gz", tmp / str(row["path"]))
             slices.to_parquet(tmp / SLICES, index=False)
             write_packed(
-                tmp, slices, sorted(recipe.classes), job.size, f"covid19-images {__version__}"
+                tmp,
+                slices,
+                sorted(recipe.classes),
+                job.size,
+                f"covid19-images {__version__}",
+                progress=job.progress,
             )
             middle = (
                 slices.dropna(subset=["slice"])

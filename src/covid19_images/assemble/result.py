@@ -67,6 +67,8 @@ class AssemblyJob:
     locked: dict[str, Any] | None
     """The lock being rebuilt, if any."""
     max_pixels: int = MAX_PIXELS
+    progress: bool = False
+    """Show a progress bar for every long step (on stderr)."""
 
 
 def nothing_passes(recipe: Recipe, log: ProblemLog) -> str:

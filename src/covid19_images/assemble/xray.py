@@ -70,6 +70,7 @@ def assemble_xray(
         cache,
         log,
         **recipe.dedup.model_dump(),
+        progress=job.progress,
     )
     kept = dedup.kept
     if job.dicom:
@@ -108,6 +109,7 @@ def assemble_xray(
         expected_manifest=job.locked.get("manifest_sha256") if job.locked is not None else None,
         state=job.state,
         memo=memo,
+        progress=job.progress,
     )
     return BuildResult(job.final, manifest, log, job.used, job.missing, dedup)
 
@@ -185,6 +187,7 @@ def _write(
     expected_manifest: str | None = None,
     state: str | None = None,
     memo: FileSignatures | None = None,
+    progress: bool = False,
 ) -> None:
     from covid19_images.assemble.datasheet import write_datasheet
 
@@ -192,7 +195,14 @@ def _write(
         keys = {r.uid: r.processed_key or "" for r in kept}
         for uid, rel in zip(manifest["uid"], manifest["path"], strict=True):
             link(output_dir(cache, keys[uid]) / f"{size}.png", tmp / rel)
-        write_packed(tmp, manifest, sorted(recipe.classes), size, f"covid19-images {__version__}")
+        write_packed(
+            tmp,
+            manifest,
+            sorted(recipe.classes),
+            size,
+            f"covid19-images {__version__}",
+            progress=progress,
+        )
         report = write_tables(
             tmp, recipe, manifest, log, dedup, lock_data, expected_manifest, memo=memo
         )

@@ -74,6 +74,7 @@ def deduplicate(
     min_correlation: float = DEFAULT_MIN_CORRELATION,
     min_detail: float = DEFAULT_MIN_DETAIL,
     min_aligned: float = DEFAULT_MIN_ALIGNED,
+    progress: bool = False,
 ) -> DedupResult:
     """Find copies among processed records and keep one per cluster.
 
@@ -101,6 +102,7 @@ def deduplicate(
         min_correlation=min_correlation,
         min_detail=min_detail,
         min_aligned=min_aligned,
+        progress=progress,
     )
     dropped: set[int] = set()
     for cluster in report.clusters:
