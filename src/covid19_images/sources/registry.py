@@ -81,5 +81,5 @@ def ingest(
     else:
         folder = Path(path)
     log = ProblemLog()
-    records = adapter.records(folder, log)
+    records = adapter.read(folder, log)  # with unusable files and folders reported
     return IngestResult(adapter.source, folder, records, log)
