@@ -59,6 +59,12 @@ KINDS: Final[dict[str, str]] = {
 }
 
 
+NOT_PRESENT: Final[frozenset[str]] = frozenset({"missing-file", "missing-study"})
+"""Kinds of a metadata row whose file the download or mirror does not hold: a partial copy of
+a collection lists far more files than it has, so these are counted apart from the input's
+own problems (and ``--strict`` ignores them)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     """One problem with one file or row."""
@@ -155,9 +161,9 @@ class ProblemLog:
 
     def input_problems(self) -> list[Problem]:
         """The problems of the input itself: neither a recipe's decision (``excluded``) nor a
-        metadata row whose file the download does not hold (``missing-file``: a partial
+        metadata row whose file the download does not hold (:data:`NOT_PRESENT`: a partial
         download or mirror lists far more files than it has)."""
-        return [p for p in self._items if p.action != "excluded" and p.kind != "missing-file"]
+        return [p for p in self._items if p.action != "excluded" and p.kind not in NOT_PRESENT]
 
     def summary(self) -> str:
         """One line: the input's problems per kind, then, apart, the rows whose file is not
@@ -168,10 +174,12 @@ class ProblemLog:
             >>> log.add("figure1", "a.jpg", 3, "missing-file", "skipped")
             >>> log.add("figure1", "b.jpg", None, "duplicate", "excluded", "copy of c.jpg")
             >>> log.summary()
-            'no input problems; also 1 metadata row whose file is not present (missing-file), 1 left out by the recipe (duplicate 1)'
+            'no input problems; also 1 row whose file is absent (missing-file 1), 1 left out by the recipe (duplicate 1)'
         """  # noqa: E501
         real = self.input_problems()
-        absent = sum(p.kind == "missing-file" and p.action != "excluded" for p in self._items)
+        absent = Counter(
+            p.kind for p in self._items if p.kind in NOT_PRESENT and p.action != "excluded"
+        )
         decided = Counter(p.kind for p in self._items if p.action == "excluded")
         n = len(real)
         if n:
@@ -181,8 +189,10 @@ class ProblemLog:
             head = "no input problems"
         also = []
         if absent:
-            rows = "rows" if absent != 1 else "row"
-            also.append(f"{absent} metadata {rows} whose file is not present (missing-file)")
+            total = sum(absent.values())
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(absent.items()))
+            rows = "rows" if total != 1 else "row"
+            also.append(f"{total} {rows} whose file is absent ({kinds})")
         if decided:
             total = sum(decided.values())
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(decided.items()))

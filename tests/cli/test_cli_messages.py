@@ -147,7 +147,7 @@ def test_strict_fails_on_input_problems_only(shared_sources: Path, tmp_path: Pat
     code, out = _build(tmp_path, "--no-fetch", "--mirror", str(tmp_path / "m"))
     assert code == 0, out
     assert "no input problems" in out
-    assert "1 metadata row whose file is not present (missing-file)" in out
+    assert "1 row whose file is absent (missing-file 1)" in out
     code, out = _build(tmp_path, "--no-fetch", "--mirror", str(tmp_path / "m"), "--strict")
     assert code == 0, out
 

@@ -23,7 +23,7 @@ Example:
     >>> from covid19_images.sources import ingest
     >>> result = ingest("actualmed", mirror="../shared/sources")  # doctest: +SKIP
     >>> len(result.records), result.problems.summary()  # doctest: +SKIP
-    (4, '234 problems: missing-file 234')
+    (4, 'no input problems; also 234 rows whose file is absent (missing-file 234)')
     >>> modality_of("DX.1.2.840.113564.1722810162.20200320112920531100.1203801020003.png")
     'DX'
 """

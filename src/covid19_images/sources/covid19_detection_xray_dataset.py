@@ -39,7 +39,7 @@ Example:
     >>> from covid19_images.sources import ingest
     >>> result = ingest("darshan", mirror="../shared/sources")  # doctest: +SKIP
     >>> len(result.records), result.problems.summary()  # doctest: +SKIP
-    (504, '120 problems: augmented-copy 120')
+    (504, 'no input problems; also 120 left out by the recipe (augmented-copy 120)')
 """
 
 from __future__ import annotations

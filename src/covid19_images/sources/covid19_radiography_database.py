@@ -34,7 +34,7 @@ Example:
     >>> mirror = "../shared/sources"  # the real sheets, no images
     >>> result = ingest("covid19-radiography-database", mirror=mirror)  # doctest: +SKIP
     >>> len(result.records), result.problems.summary()  # doctest: +SKIP
-    (0, '21165 problems: missing-file 21165')
+    (0, 'no input problems; also 21165 rows whose file is absent (missing-file 21165)')
 """
 
 from __future__ import annotations

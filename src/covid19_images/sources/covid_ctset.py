@@ -56,7 +56,7 @@ Example:
     >>> from covid19_images.sources import ingest
     >>> result = ingest("covid-ctset", mirror="../shared/sources")  # doctest: +SKIP
     >>> len(result.records), result.problems.summary()  # metadata only  # doctest: +SKIP
-    (0, '12058 problems: missing-file 12058')
+    (0, 'no input problems; also 12058 rows whose file is absent (missing-file 12058)')
 """
 
 from __future__ import annotations

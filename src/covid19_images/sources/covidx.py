@@ -35,7 +35,7 @@ Example:
     >>> from covid19_images.sources import ingest
     >>> result = ingest("covidx", mirror="../shared/sources")  # doctest: +SKIP
     >>> len(result.records), result.problems.summary()  # no images in the mirror  # doctest: +SKIP
-    (0, '30882 problems: missing-file 30882')
+    (0, 'no input problems; also 30882 rows whose file is absent (missing-file 30882)')
     >>> table = covidx_membership(Path("../shared/sources/covidx"), ProblemLog())  # doctest: +SKIP
     >>> table.groupby("split").size().to_dict()  # doctest: +SKIP
     {'test': 400, 'train': 30482}
@@ -127,7 +127,7 @@ def covidx_membership(root: Path, log: ProblemLog) -> pd.DataFrame:
         ieee8023 a.jpeg pneumonia train
         rsna-pneumonia b.png normal train
         >>> log.summary()
-        '1 problem: empty-file 1'
+        '1 input problem: empty-file 1'
     """
     entries = _read_entries(root, log)
     rows = [

@@ -34,7 +34,7 @@ Example:
     >>> from covid19_images.sources import ingest
     >>> result = ingest("mosmeddata", mirror="../shared/sources")  # doctest: +SKIP
     >>> len(result.records), result.problems.summary()  # doctest: +SKIP
-    (0, '1111 problems: bom 1, missing-study 1110')
+    (0, '1 input problem: bom 1; also 1110 rows whose file is absent (missing-study 1110)')
 """
 
 from __future__ import annotations

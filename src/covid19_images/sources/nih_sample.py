@@ -23,7 +23,7 @@ Example:
     >>> from covid19_images.sources import ingest
     >>> result = ingest("nih-sample", mirror="../shared/sources")  # doctest: +SKIP
     >>> len(result.records), result.problems.summary()  # labels file only  # doctest: +SKIP
-    (0, '5606 problems: missing-file 5606')
+    (0, 'no input problems; also 5606 rows whose file is absent (missing-file 5606)')
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def ingest(
     Example:
         >>> result = ingest("figure1", mirror="../shared/sources")  # doctest: +SKIP
         >>> len(result.records), result.problems.summary()  # doctest: +SKIP
-        (55, '4 problems: bad-encoding 1, bad-value 3')
+        (55, '4 input problems: bad-encoding 1, bad-value 3')
     """
     adapter = get_adapter(source)
     if path is None:

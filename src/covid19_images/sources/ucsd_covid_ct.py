@@ -57,7 +57,7 @@ Example:
     >>> from covid19_images.sources import ingest
     >>> result = ingest("ucsd-covid-ct", mirror="../shared/sources")  # doctest: +SKIP
     >>> len(result.records), result.problems.summary()  # doctest: +SKIP
-    (60, '686 problems: missing-file 686')
+    (60, 'no input problems; also 686 rows whose file is absent (missing-file 686)')
 """
 
 from __future__ import annotations
