@@ -146,7 +146,8 @@ def test_a_slice_whose_pixels_disagree_with_its_header_is_dropped_not_its_series
     gap = rows[rows["file"] == f"{POS_FOLDER}/{BAD_POS_SLICE}"]
     assert list(gap["kind"]) == ["slice-gap"] and list(gap["action"]) == ["skipped"]
     assert "BitsAllocated 8" in gap.iloc[0]["detail"]
-    assert "22 slices are kept" in gap.iloc[0]["detail"]
+    assert "22 slices are kept, stacked without it" in gap.iloc[0]["detail"]
+    assert "positions of the slices after it are approximate" in gap.iloc[0]["detail"]
     assert not rows["kind"].isin(["unreadable-file", "mixed-series"]).any()
 
     # The same for a JPEG Lossless series: the slice goes, its label with it.

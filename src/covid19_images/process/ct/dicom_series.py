@@ -25,7 +25,8 @@ voxel for voxel what SimpleITK's ``ImageSeriesReader`` gives for the same files:
 
 Given a list for the slices it leaves out, :func:`read_series` drops a slice that cannot be
 read (damaged, or pixels that disagree with the header, such as ``BitsAllocated`` 8 over
-16-bit pixel data) with a ``slice-gap`` problem naming it, and stacks the rest.
+16-bit pixel data) with a ``slice-gap`` problem naming it, and stacks the rest without it on the
+median spacing, so the positions of the slices after it are approximate.
 
 Compressed pixels are decoded by pydicom's decoders (pylibjpeg-libjpeg for JPEG and JPEG-LS,
 pylibjpeg-openjpeg or Pillow for JPEG 2000, pydicom itself for RLE). Where the optional
@@ -670,8 +671,10 @@ def read_series(
     such slice (damaged, cut short, pixels that disagree with the header: ``BitsAllocated`` 8
     in a 16-bit series, a size other than its group's) is left out of the volume and one
     ``slice-gap`` :class:`SeriesProblem` naming it and why is appended; the other slices are
-    stacked as they are, so the volume has a gap there (as for a slice missing from the scan).
-    Only when no slice can be read does the first slice's error stop the series.
+    stacked without it, one median step apart. Nothing is left empty in its place: the slices
+    after it sit one step nearer the first slice than in the scan, so their positions in the
+    volume's grid are approximate (the ``slice-gap`` problem says which file was dropped). Only
+    when no slice can be read does the first slice's error stop the series.
 
     Raises:
         VolumeError: ``unsupported-transfer-syntax`` (naming the package to install),
@@ -720,7 +723,8 @@ def read_series(
                         rel,
                         "slice-gap",
                         f"left out of its volume ({exc.kind}: {why}); the other "
-                        f"{len(slices)} slices are kept, with a gap here",
+                        f"{len(slices)} slices are kept, stacked without it, so the positions "
+                        "of the slices after it are approximate",
                     )
                 )
         keep = [i for i, r in enumerate(results) if not isinstance(r, VolumeError)]

@@ -24,7 +24,8 @@ Hostile input never stops the other volumes and never leaves a partial output fo
   ``repaired``, with the counts); HU volumes are always written as int16; a volume with no
   finite voxel is skipped (``bad-value``);
 - a DICOM slice that cannot be read (damaged, pixels that disagree with its header) is left out
-  of its series with a ``slice-gap`` row naming it; the rest of the series is the volume;
+  of its series with a ``slice-gap`` row naming it; the rest of the series, stacked without
+  it, is the volume (the positions of the slices after it are approximate);
 - a volume with fewer than :data:`~covid19_images.process.ct.volume.MIN_SLICES` slices (a stray
   slice) is a ``too-few-slices`` row and no volume.
 """
