@@ -9,6 +9,7 @@ their real lesion masks, with NaN and infinite voxels planted).
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -369,3 +370,47 @@ def test_nan_in_float_tiff_slices_is_repaired_too(tmp_path: Path) -> None:
         image = nib.load(volume_dir(tmp_path / "cache", r.processed_key or "") / "image.nii.gz")
         voxels = np.asarray(image.dataobj)  # type: ignore[attr-defined]
         assert voxels.dtype == np.int16 and (int(voxels.min()), int(voxels.max())) == (0, 200)
+
+
+# --- the pixel limit of a CT build is part of its lock --------------------------------------------
+
+UCSD = "ucsd-covid-ct"
+LOW_MAX_PIXELS = 300_000  # under one kept UCSD-AI4H slice (794 x 494 px), over all the others
+
+
+def test_a_ct_lock_rebuilds_with_the_pixel_limit_of_its_build(
+    shared_sources: Path, tmp_path: Path
+) -> None:
+    first = build(
+        "ct-covid",
+        out=tmp_path / "out",
+        mirror=shared_sources,
+        root=tmp_path / "root",
+        sources=[UCSD],
+        executor=LocalExecutor(workers=1, progress=False),
+        progress=False,
+        fetch=False,
+        max_pixels=LOW_MAX_PIXELS,
+    )
+    rows = _problems(first, UCSD)
+    large = rows[rows["kind"] == "too-large"]
+    assert len(large) == 1 and "794 x 494" in large.iloc[0]["detail"]
+    lock = json.loads((first.path / "lock.json").read_text(encoding="utf-8"))
+    assert lock["process"]["max_pixels"] == LOW_MAX_PIXELS
+
+    again = build(
+        "ct-covid",
+        out=tmp_path / "rebuilt",
+        mirror=shared_sources,
+        root=tmp_path / "root",
+        lock=first.path / "lock.json",
+        executor=LocalExecutor(workers=1, progress=False),
+        progress=False,
+        fetch=False,
+    )
+    pd.testing.assert_frame_equal(again.manifest, first.manifest)
+    assert (again.path / "manifest.parquet").read_bytes() == (
+        first.path / "manifest.parquet"
+    ).read_bytes()
+    rows = _problems(again, UCSD)
+    assert list(rows[rows["kind"] == "too-large"]["file"]) == list(large["file"])

@@ -134,6 +134,7 @@ def assemble_ct(
         "ct": {"size": job.size, "window": recipe.window, "version": CT_PROCESS_VERSION},
         "sizes": list(image_params.sizes),
         "version": PROCESS_VERSION,
+        "max_pixels": job.max_pixels,  # build(lock=...) rebuilds with the same limit
     }
     lock_data = make_lock(recipe, job.seed, job.size, kept, job.used, job.missing, process)
     if job.locked is not None:
