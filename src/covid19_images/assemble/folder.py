@@ -47,38 +47,59 @@ def staging(final: Path) -> Iterator[Path]:
     """A temporary folder beside ``final`` that replaces it when the block completes.
 
     Nothing of a failed or interrupted block remains; an earlier dataset at ``final`` stays as
-    it was until the new one is complete. Its ``exports/`` (what a user exported from it) moves
-    into the new one: they were made from the earlier images, and export again refreshes them.
+    it was until the new one is in place, and is only deleted after. Its ``exports/`` (what a
+    user exported from it) moves into the new one: they were made from the earlier images, and
+    export again refreshes them. If the swap itself fails, the earlier dataset (with its
+    exports) is put back.
     """
     if final.exists() and not (final / LOCK).is_file() and not (final / MANIFEST).is_file():
         raise BuildError(f"{final} exists and is not a dataset of covid19-images: not replacing it")
     check_out(final.parent)
     final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(final)
+    _remove_stale(final)
     tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    moved = False
     try:
         yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _swap(tmp, final)
+
+
+def _swap(tmp: Path, final: Path) -> None:
+    """Put ``tmp`` in place of ``final``: the earlier one moves aside (its exports into the new
+    one), the new one is renamed in, and only then is the earlier one deleted. Any failure
+    before that puts everything back and removes ``tmp``."""
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    moved = aside = False
+    try:
         if (final / EXPORTS).is_dir() and not (tmp / EXPORTS).exists():
             (final / EXPORTS).rename(tmp / EXPORTS)
             moved = True
         if final.exists():
-            old = final.parent / f".{final.name}.old-{os.getpid()}"
             final.rename(old)
-            shutil.rmtree(old, ignore_errors=True)
+            aside = True
         tmp.rename(final)
     except BaseException:
+        if aside and not final.exists():
+            old.rename(final)
         if moved and final.is_dir() and not (final / EXPORTS).exists():
             (tmp / EXPORTS).rename(final / EXPORTS)  # the earlier dataset keeps its exports
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    shutil.rmtree(old, ignore_errors=True)  # the new dataset is in place: an interrupt here
+    # leaves only the old copy's remains, which the next build removes (_remove_stale)
 
 
-def _remove_stale_partials(final: Path) -> None:
-    """Remove ``.<name>.partial-<pid>`` folders of builds that no longer run."""
-    for folder in final.parent.glob(f".{final.name}.partial-*"):
+def _remove_stale(final: Path) -> None:
+    """Remove ``.<name>.partial-<pid>`` and ``.<name>.old-<pid>`` folders of builds that no
+    longer run."""
+    for folder in (
+        *final.parent.glob(f".{final.name}.partial-*"),
+        *final.parent.glob(f".{final.name}.old-*"),
+    ):
         pid = folder.name.rsplit("-", 1)[-1]
         if pid.isdigit() and int(pid) != os.getpid():
             try:
