@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import shutil
 import struct
+import tarfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,37 @@ def _lying_zip(name: str, data: bytes, declared: int) -> bytes:
     with zipfile.ZipFile(io.BytesIO(bytes(raw))) as zf:
         assert zf.infolist()[0].file_size == declared  # the lie is what zipfile reads
     return bytes(raw)
+
+
+def _encrypted_zip(members: dict[str, bytes]) -> bytes:
+    """A zip whose members are all marked encrypted (flag bit 0) in both the local header and
+    the central directory, as a password-protected zip is."""
+    raw = bytearray(_zip(members))
+    start = 0
+    while (local := raw.find(b"PK\x03\x04", start)) >= 0:
+        raw[local + 6] |= 0x1  # local header: general purpose flags
+        start = local + 4
+    start = 0
+    while (central := raw.find(b"PK\x01\x02", start)) >= 0:
+        raw[central + 8] |= 0x1  # central directory: the same
+        start = central + 4
+    with zipfile.ZipFile(io.BytesIO(bytes(raw))) as zf:
+        assert all(info.flag_bits & 0x1 for info in zf.infolist())
+    return bytes(raw)
+
+
+def _empty_members(count: int) -> dict[str, bytes]:
+    return {f"empty/{i}.txt": b"" for i in range(count)}
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def _everything_under(folder: Path) -> set[str]:
@@ -168,6 +200,61 @@ def test_more_than_the_free_space_is_refused(
         extract_archive(archive, tmp_path / "out")
 
 
+def test_an_encrypted_member_is_refused_as_unsupported(tmp_path: Path) -> None:
+    archive = _write(tmp_path / "secret.zip", _encrypted_zip({"a.txt": b"a", "b/c.txt": b"c"}))
+    target = tmp_path / "out"
+    target.mkdir()
+
+    with pytest.raises(FetchError) as info:
+        extract_archive(archive, target)
+
+    assert str(info.value) == (
+        "refused to extract secret.zip: encrypted member a.txt (and 1 more): not supported "
+        "(extract it with the password, then use the folder)"
+    )
+    assert _everything_under(target) == set()
+
+
+def test_a_zip_that_fails_to_open_a_member_is_a_fetch_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Should zipfile raise its RuntimeError ("password required") for a member the checks let
+    # through, it is still one FetchError, not a traceback.
+    archive = _write(tmp_path / "odd.zip", _zip({"a.txt": b"a"}))
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("File 'a.txt' is encrypted, password required for extraction")
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", refuse)
+    with pytest.raises(FetchError, match=r"odd\.zip is not a readable zip archive: .*encrypted"):
+        extract_archive(archive, tmp_path / "out")
+    assert _everything_under(tmp_path / "out") == set()
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_more_members_than_the_limit_are_refused_though_empty(tmp_path: Path, kind: str) -> None:
+    members = _empty_members(101)
+    archive = _write(tmp_path / f"many.{kind}", _zip(members) if kind == "zip" else _tar(members))
+    target = tmp_path / "out"
+    target.mkdir()
+
+    with pytest.raises(ArchiveTooLargeError) as info:
+        extract_archive(archive, target, limits=ExtractionLimits(max_members=100))
+
+    assert str(info.value) == (
+        f"refused to extract many.{kind}: it holds more members than the limit of 100; an "
+        "archive bomb? (if the archive is genuine, pass a higher max_members to fetch_source)"
+    )
+    assert _everything_under(target) == set()
+
+    extract_archive(archive, target, limits=ExtractionLimits(max_members=101))
+    assert len(list((target / "empty").iterdir())) == 101
+
+
+def test_the_default_member_limit_is_a_million() -> None:
+    assert ExtractionLimits().max_members == 1_000_000
+
+
 def test_sizes_are_read_as_a_person_writes_them() -> None:
     assert parse_size("1000") == 1000
     assert parse_size("1MB") == MB and parse_size("1 MiB") == MiB and parse_size("1m") == MiB
@@ -239,6 +326,19 @@ REFUSED: dict[str, tuple[str, bytes, type[FetchError], str]] = {
         ArchiveTooLargeError,
         r"refused to extract bomb\.tar\.gz: its members declare at least",
     ),
+    "encrypted-zip": (
+        "secret.zip",
+        _encrypted_zip({f"toy/{k}": v for k, v in REPO.items()}),
+        FetchError,
+        r"refused to extract secret\.zip: encrypted member toy/metadata\.csv \(and 1 more\): "
+        r"not supported",
+    ),
+    "too-many-members": (
+        "many.zip",
+        _zip({**{f"toy/{k}": v for k, v in REPO.items()}, **_empty_members(100)}),
+        ArchiveTooLargeError,
+        r"refused to extract many\.zip: it holds more members than the limit of 100",
+    ),
     "lying-zip": (
         "liar.zip",
         _lying_zip("toy/images/1.png", bytes(3 * MB), declared=100),
@@ -262,7 +362,7 @@ def test_refused_archive_leaves_nothing_and_keeps_the_earlier_version(
     bad = _write(tmp_path / name, data)
 
     with pytest.raises(error, match=message):
-        fetch_source(entry, root=root, from_path=bad, max_extracted_bytes=MB)
+        fetch_source(entry, root=root, from_path=bad, max_extracted_bytes=MB, max_members=100)
 
     assert sorted(p.name for p in (root / "raw" / "toy-source").iterdir()) == ["0123abcd"]
     assert _snapshot(raw_dir(entry, root)) == before
@@ -279,7 +379,7 @@ def test_refused_archive_with_nothing_before_leaves_no_raw_folder(
     root = tmp_path / "root"
 
     with pytest.raises(error, match=message):
-        fetch_source(_entry(), root=root, from_path=bad, max_extracted_bytes=MB)
+        fetch_source(_entry(), root=root, from_path=bad, max_extracted_bytes=MB, max_members=100)
 
     assert not (root / "raw").exists()
     assert _leftovers(root) == []
@@ -334,7 +434,55 @@ def test_fetch_applies_the_catalog_derived_limit(tmp_path: Path) -> None:
     assert not (tmp_path / "root" / "raw").exists()
 
 
-def test_a_downloaded_bomb_leaves_nothing_behind(http_server: LocalServer, tmp_path: Path) -> None:
+def _downloads(root: Path) -> list[Path]:
+    return [p for p in (root / "downloads").rglob("*") if p.is_file()]
+
+
+BAD_DOWNLOADS: dict[str, tuple[str, bytes, str]] = {
+    "truncated": ("repo.zip", _truncated_zip(), r"repo\.zip is not a readable zip"),
+    "not-an-archive": (
+        "repo.tar.gz",
+        b"<html>rate limited</html>" * 100,
+        r"repo\.tar\.gz is not a readable tar archive",
+    ),
+    "unsafe-member": (
+        "repo.zip",
+        _zip({**{f"toy/{k}": v for k, v in REPO.items()}, "../escaped.txt": b"x"}),
+        r"unsafe members",
+    ),
+    "encrypted-member": (
+        "repo.zip",
+        _encrypted_zip({f"toy/{k}": v for k, v in REPO.items()}),
+        r"encrypted member",
+    ),
+    "lying-header": (
+        "repo.zip",
+        _lying_zip("toy/images/1.png", bytes(3 * MB), declared=100),
+        r"holds more than the 100 B its headers declare",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_DOWNLOADS))
+def test_a_bad_unverified_download_leaves_nothing_behind(
+    http_server: LocalServer, tmp_path: Path, kind: str
+) -> None:
+    name, data, message = BAD_DOWNLOADS[kind]
+    entry = _entry(url=http_server.add(f"/{name}", data), checksum=None)
+    root = tmp_path / "root"
+
+    with pytest.raises(FetchError, match=message):
+        fetch_source(entry, root=root, retries=0)
+
+    assert not (root / "raw").exists()
+    assert _leftovers(root) == []
+    # No checksum vouches for it and it is broken: not kept to be used again as it is.
+    assert _downloads(root) == []
+
+
+def test_an_unverified_download_over_a_limit_is_kept_for_a_second_try(
+    http_server: LocalServer, tmp_path: Path
+) -> None:
     archive = _targz({**REPO, "images/zeros.png": bytes(2 * MB)})
     entry = _entry(url=http_server.add("/repo.tar.gz", archive), checksum=None)
     root = tmp_path / "root"
@@ -344,8 +492,28 @@ def test_a_downloaded_bomb_leaves_nothing_behind(http_server: LocalServer, tmp_p
 
     assert not (root / "raw").exists()
     assert _leftovers(root) == []
-    # No checksum vouches for it, so it is not kept to be used again as it is.
-    assert not [p for p in (root / "downloads").rglob("*") if p.is_file()]
+    # Its bytes are probably fine: only the limit refused it, so it is not fetched again.
+    assert [p.name for p in _downloads(root)] == ["repo.tar.gz"]
+    result = fetch_source(entry, root=root, retries=0, max_ratio=NO_RATIO)
+    assert result.action == "downloaded" and result.unverified == ["repo.tar.gz"]
+    assert (result.path / "images/zeros.png").stat().st_size == 2 * MB
+    assert len(http_server.requests) == 1
+
+
+def test_an_unverified_download_is_kept_when_the_disk_lacks_space(
+    http_server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = _targz({**REPO, "images/big.png": bytes(range(256)) * 40})
+    entry = _entry(url=http_server.add("/repo.tar.gz", archive), checksum=None)
+    root = tmp_path / "root"
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=5000))
+
+    with pytest.raises(ArchiveTooLargeError, match=r"is free where it would be extracted"):
+        fetch_source(entry, root=root, retries=0)
+
+    assert [p.name for p in _downloads(root)] == ["repo.tar.gz"]
+    assert not (root / "raw").exists() and _leftovers(root) == []
 
 
 def test_a_verified_download_is_kept_for_a_second_try_with_a_higher_limit(
@@ -389,6 +557,24 @@ def test_fetch_command_refuses_a_bomb_in_one_line(tmp_path: Path) -> None:
 
     result = CliRunner().invoke(app, [*args, "--max-extracted-bytes", "5MB", "--max-ratio", "5000"])
     assert "figure1 folder; missing" in " ".join(result.output.split())  # got past the limits
+    assert not (root / "raw").exists() and _leftovers(root) == []
+
+
+def test_fetch_command_refuses_an_encrypted_zip_in_one_line(tmp_path: Path) -> None:
+    secret = _write(tmp_path / "secret.zip", _encrypted_zip({"metadata.csv": b"x"}))
+    root = tmp_path / "root"
+
+    result = CliRunner().invoke(
+        app, ["fetch", "figure1", "--from", str(secret), "--root", str(root)]
+    )
+
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # not a crash
+    assert (
+        "error: refused to extract secret.zip: encrypted member metadata.csv: not supported"
+        in " ".join(result.output.split())
+    )
     assert not (root / "raw").exists() and _leftovers(root) == []
 
 

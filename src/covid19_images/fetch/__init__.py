@@ -4,6 +4,7 @@ in place from a mirror."""
 from covid19_images.fetch.archive import (
     ArchiveTooLargeError,
     ExtractionLimits,
+    MemberSizeMismatchError,
     extract_archive,
     is_archive,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "FetchEvent",
     "FetchResult",
     "Located",
+    "MemberSizeMismatchError",
     "ResumableDownloader",
     "SourcesReport",
     "data_root",

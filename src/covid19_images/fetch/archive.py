@@ -8,11 +8,14 @@ equivalent checks here.
 
 Archive bombs are refused too, before anything is written, with
 :class:`ArchiveTooLargeError`: an archive whose members declare more than
-``max_extracted_bytes`` in all, more than the free space of the target's disk, or that expand
+``max_extracted_bytes`` in all, more than the free space of the target's disk, that expand
 more than ``max_ratio`` times (one zip member against its compressed bytes, or the whole archive
-against its file size). Declared sizes can lie, so bytes are also counted while extracting: a zip
-member that expands past the size its headers declare stops the extraction at once, and the
-running total may never pass the limit. Whatever was extracted before a refusal is removed.
+against its file size), or that hold more than ``max_members`` members (empty files and folders
+cost no bytes but an inode each). Declared sizes can lie, so bytes are also counted while
+extracting: a zip member that expands past the size its headers declare stops the extraction at
+once (:class:`MemberSizeMismatchError`), and the running total may never pass the limit.
+Encrypted zip members are refused as unsupported. Whatever was extracted before a refusal is
+removed.
 """
 
 from __future__ import annotations
@@ -51,6 +54,15 @@ a wide margin for genuine data; an uncompressed segmentation mask of mostly zero
 it, and then ``max_ratio`` (``--max-ratio``) lets it through.
 """
 
+DEFAULT_MAX_MEMBERS = 1_000_000
+"""The most members (files, folders, links) one archive may hold.
+
+The largest public COVID-19 imaging collections hold a few hundred thousand files (one PNG or
+DICOM per slice or radiograph), so a genuine archive stays well below this, while an archive of
+millions of empty members, which no byte limit catches, is refused before it exhausts the disk's
+inodes or, for a tar, the memory that holds its list of members.
+"""
+
 RATIO_FLOOR = 1 << 20
 """Members (and archives) that expand to less than this (1 MiB) are not held to the ratio: a small
 file of repeated bytes compresses extremely well and does no harm."""
@@ -59,7 +71,13 @@ _CHUNK = 1 << 20
 
 
 class ArchiveTooLargeError(UnsafeArchiveError):
-    """An archive declares or expands to more bytes than allowed, or expands implausibly much."""
+    """An archive declares or expands to more bytes than allowed, expands implausibly much, or
+    holds too many members: over a limit (or the free space), not necessarily broken."""
+
+
+class MemberSizeMismatchError(ArchiveTooLargeError):
+    """A zip member holds more bytes than its headers declare: the archive is damaged or
+    forged."""
 
 
 @dataclass(frozen=True)
@@ -69,12 +87,17 @@ class ExtractionLimits:
     Example:
         >>> ExtractionLimits(max_extracted_bytes=10 * 1024**3, max_ratio=100).max_ratio
         100
+        >>> ExtractionLimits().max_members
+        1000000
     """
 
     max_extracted_bytes: int = DEFAULT_MAX_EXTRACTED_BYTES
     """The most bytes the members of one archive may expand to, in all."""
     max_ratio: float = DEFAULT_MAX_RATIO
     """The most times its compressed size a member (or the whole archive) may expand to."""
+    max_members: int = DEFAULT_MAX_MEMBERS
+    """The most members (files, folders, links) one archive may hold: 1,000,000 by default,
+    where the largest real collections hold a few hundred thousand files."""
 
 
 def parse_size(text: str) -> int:
@@ -137,15 +160,17 @@ def extract_archive(
         destination: Folder to extract into (created if needed).
         strip_top_level: Drop the single folder that holds everything (GitHub archives wrap the
             repository in ``<repo>-<commit>/``).
-        limits: How far the archive may expand (default :class:`ExtractionLimits`: 2 TiB and
-            200:1).
+        limits: How far the archive may expand (default :class:`ExtractionLimits`: 2 TiB,
+            200:1 and 1,000,000 members).
 
     Raises:
         UnsafeArchiveError: A member would escape ``destination`` or is a device, FIFO or
             outside-pointing link. Nothing is written in that case.
         ArchiveTooLargeError: The members declare, or turn out to hold, more than the limits
-            allow. Nothing is left behind in that case.
-        FetchError: The archive is corrupt or truncated.
+            allow, or there are more of them than ``max_members``. Nothing is left behind in
+            that case. :class:`MemberSizeMismatchError` (a subclass): a zip member holds more
+            than its headers declare.
+        FetchError: The archive is corrupt or truncated, or a zip member is encrypted.
 
     Example:
         >>> extract_archive(Path("repo.tar.gz"), Path("raw/figure1"),
@@ -182,12 +207,23 @@ class _Budget:
         self.free = shutil.disk_usage(_existing_parent(staging)).free
         self.declared = 0
         self.written = 0
+        self.members = 0
 
     def _refuse(self, why: str, hint: str) -> ArchiveTooLargeError:
         return ArchiveTooLargeError(
             f"refused to extract {self.archive.name}: {why}; an archive bomb? "
             f"(if the archive is genuine, {hint})"
         )
+
+    def count(self, members: int = 1) -> None:
+        """Add members (of any kind, empty ones too); refuse once there are too many."""
+        self.members += members
+        limit = self.limits.max_members
+        if self.members > limit:
+            raise self._refuse(
+                f"it holds more members than the limit of {limit:,}",
+                "pass a higher max_members to fetch_source",
+            )
 
     def declare(self, name: str, size: int, compressed: int | None = None) -> None:
         """Add a member's declared size; refuse as soon as the total or a ratio is implausible."""
@@ -245,6 +281,7 @@ def _extract_tar(archive: Path, staging: Path, limits: ExtractionLimits) -> None
             refused = []
             # Headers are read one by one, so a bomb is refused before its bulk is decompressed.
             for member in tar:
+                budget.count()  # before the list of members grows past the limit
                 members.append(member)
                 # The data filter would quietly turn "/etc/x" into "etc/x": refuse it instead.
                 if member.name.startswith(("/", "\\")) or PureWindowsPath(member.name).drive:
@@ -278,6 +315,14 @@ def _extract_zip(archive: Path, staging: Path, limits: ExtractionLimits) -> None
         budget = _Budget(archive, staging, limits)
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
+            budget.count(len(infos))
+            encrypted = [i.filename for i in infos if i.flag_bits & 0x1]
+            if encrypted:
+                more = f" (and {len(encrypted) - 1:,} more)" if len(encrypted) > 1 else ""
+                raise FetchError(
+                    f"refused to extract {archive.name}: encrypted member {encrypted[0]}{more}: "
+                    "not supported (extract it with the password, then use the folder)"
+                )
             refused = [f"{i.filename}: {why}" for i in infos if (why := _zip_member_problem(i))]
             if refused:
                 raise UnsafeArchiveError(_refusal(archive, refused))
@@ -295,7 +340,14 @@ def _extract_zip(archive: Path, staging: Path, limits: ExtractionLimits) -> None
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _copy_zip_member(zf, info, target, budget)
-    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError) as exc:
+    except (
+        zipfile.BadZipFile,
+        EOFError,
+        OSError,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,  # zipfile's "encrypted, password required", should one get past the check
+    ) as exc:
         raise FetchError(f"{archive.name} is not a readable zip archive: {exc}") from exc
 
 
@@ -316,7 +368,7 @@ def _copy_zip_member(
         while chunk := src.read(_CHUNK):
             got += len(chunk)
             if got > info.file_size:
-                raise ArchiveTooLargeError(
+                raise MemberSizeMismatchError(
                     f"refused to extract {budget.archive.name}: member {info.filename} holds "
                     f"more than the {human_size(info.file_size)} its headers declare; a "
                     "damaged or forged archive"

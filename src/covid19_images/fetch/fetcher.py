@@ -30,8 +30,11 @@ from covid19_images.errors import (
 )
 from covid19_images.fetch.archive import (
     DEFAULT_MAX_EXTRACTED_BYTES,
+    DEFAULT_MAX_MEMBERS,
     DEFAULT_MAX_RATIO,
+    ArchiveTooLargeError,
     ExtractionLimits,
+    MemberSizeMismatchError,
     extract_archive,
     is_archive,
 )
@@ -110,6 +113,7 @@ def fetch_source(
     progress: FileProgress | None = None,
     max_extracted_bytes: int | None = None,
     max_ratio: float = DEFAULT_MAX_RATIO,
+    max_members: int = DEFAULT_MAX_MEMBERS,
 ) -> FetchResult:
     """Make a source's raw files available and return where they are.
 
@@ -134,6 +138,9 @@ def fetch_source(
             where it states them, else 2 TiB).
         max_ratio: The most times its compressed size a member, or a whole archive, may expand
             to (default 200; image archives rarely pass 10).
+        max_members: The most members (files, folders, links) one archive may hold (default
+            1,000,000; the largest collections hold a few hundred thousand files). Empty members
+            cost no bytes, so only this stops an archive of millions of them.
 
     Raises:
         UnknownSourceError: ``source`` is not in the catalog.
@@ -141,7 +148,8 @@ def fetch_source(
         SourceNotAvailableError: A manual source with nothing local.
         FetchError: A download or extraction failed; nothing was marked complete.
         ArchiveTooLargeError: An archive declares or holds more than the limits allow (an
-            archive bomb); nothing was written.
+            archive bomb), or more than the free space; nothing was written. A download refused
+            this way is kept, so a second try with a higher limit needs no new download.
 
     Example:
         >>> result = fetch_source("figure1", root="data")  # doctest: +SKIP
@@ -154,9 +162,13 @@ def fetch_source(
     base = data_root(root)
     if max_extracted_bytes is None:
         max_extracted_bytes = default_max_extracted_bytes(entry)
-    limits = ExtractionLimits(max_extracted_bytes=max_extracted_bytes, max_ratio=max_ratio)
-    if limits.max_extracted_bytes < 0 or not limits.max_ratio > 0:
-        raise FetchError("max_extracted_bytes must be 0 or more and max_ratio more than 0")
+    limits = ExtractionLimits(
+        max_extracted_bytes=max_extracted_bytes, max_ratio=max_ratio, max_members=max_members
+    )
+    if limits.max_extracted_bytes < 0 or not limits.max_ratio > 0 or limits.max_members < 0:
+        raise FetchError(
+            "max_extracted_bytes and max_members must be 0 or more and max_ratio more than 0"
+        )
     if from_path is not None:
         with _source_lock(entry, base):
             return _from_local(entry, Path(from_path).expanduser(), base, copy=copy, limits=limits)
@@ -334,17 +346,26 @@ def _download(
                 for got in fetched
             ]
             result = _commit(entry, base, tree, files, "downloaded")
-    except FetchError:
+    except FetchError as exc:
         # A download no checksum vouches for may be what is broken: pooch would use it again
-        # as it is, so it goes. A verified one stays for the next try (a higher limit, say).
-        for got in fetched:
-            if got.verified_against is None:
-                got.path.unlink(missing_ok=True)
+        # as it is, so it goes when the archive itself is bad. Refused only for a limit or the
+        # free space, its bytes are probably fine and it stays for the next try (a higher
+        # limit, say), as a verified one always does.
+        if not _download_may_be_sound(exc):
+            for got in fetched:
+                if got.verified_against is None:
+                    got.path.unlink(missing_ok=True)
         raise
     for got in fetched:  # the receipt keeps their checksums; the raw tree keeps the bytes
         got.path.unlink(missing_ok=True)
     unverified = [got.path.name for got in fetched if got.verified_against is None]
     return FetchResult(result.source, result.path, result.action, unverified)
+
+
+def _download_may_be_sound(exc: FetchError) -> bool:
+    """Whether an extraction failed over a limit or the free space rather than a bad archive
+    (truncated, not an archive, an unsafe or encrypted member, a CRC error, a lying header)."""
+    return isinstance(exc, ArchiveTooLargeError) and not isinstance(exc, MemberSizeMismatchError)
 
 
 def _unpack_downloads(
