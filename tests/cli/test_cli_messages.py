@@ -156,3 +156,11 @@ def test_strict_fails_on_input_problems_only(shared_sources: Path, tmp_path: Pat
     code, out = _build(tmp_path, "--no-fetch", "--mirror", str(tmp_path / "m"), "--strict")
     assert code == 1
     assert "bad-encoding 1" in out
+
+
+def test_brackets_in_paths_are_printed_as_they_are(tmp_path: Path) -> None:
+    odd = tmp_path / "[covid]" / "[/x]"  # rich markup, if it were read as markup
+    result = runner.invoke(app, ["audit", str(odd)])
+    out = " ".join(result.output.split())
+    assert result.exit_code == 2
+    assert "[covid]" in out and "[/x]" in out and "Traceback" not in out

@@ -21,7 +21,8 @@ import pytest
 from PIL import Image
 
 import covid19_images
-from covid19_images.assemble.build import _salt, build
+from covid19_images.assemble.build import build
+from covid19_images.assemble.dicoms import deid_salt
 from covid19_images.deid import SALT_ENV, pseudonym, salt
 from covid19_images.process.dicom import write_secondary_capture
 from covid19_images.process.executor import LocalExecutor
@@ -40,7 +41,7 @@ def _no_salt_override(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- the salt -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make", [salt, _salt], ids=["deid.salt", "build._salt"])
+@pytest.mark.parametrize("make", [salt, deid_salt], ids=["deid.salt", "dicoms.deid_salt"])
 def test_salt_is_random_per_root_and_persists(
     make: Callable[[Path], bytes], tmp_path: Path
 ) -> None:

@@ -24,13 +24,11 @@ from typing import Any
 import pandas as pd
 
 from covid19_images.assemble.ct import assemble_ct
-from covid19_images.assemble.dicoms import deid_salt
 from covid19_images.assemble.fingerprint import inputs_fingerprint, up_to_date
 from covid19_images.assemble.folder import MANIFEST, check_out
 from covid19_images.assemble.lockfile import LOCK, read_lock
 from covid19_images.assemble.recipe import Recipe, RecipeError, load_recipe
 from covid19_images.assemble.result import AssemblyJob, BuildError, BuildResult, nothing_passes
-from covid19_images.assemble.splits import split_records
 from covid19_images.assemble.xray import assemble_xray
 from covid19_images.catalog import load_catalog
 from covid19_images.fetch import Located, data_root, locate
@@ -45,9 +43,6 @@ from covid19_images.sources import adapter_ids, get_adapter
 from covid19_images.sources.covidx import covidx_membership
 
 __all__ = ["BuildError", "BuildResult", "build"]
-
-_salt = deid_salt  # the names of earlier releases, for code that imported them from here
-_splits = split_records
 
 
 def build(

@@ -1,7 +1,9 @@
 """The ``covid19-images`` command line.
 
-Every error a user can cause ends in one message and a non-zero exit code (2 for an unknown
-source or a bad option, 1 otherwise), never a traceback.
+Every error a user can cause ends in one message and a non-zero exit code, never a traceback:
+2 for an error (an unknown source or recipe, a bad option, a file or folder the system refuses,
+a folder that is not a dataset), 1 for a finding or a failed step (a build that cannot start,
+leakage found by ``audit``, a download that failed), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -84,16 +87,16 @@ def _handled(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except Covid19ImagesError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except OSError as exc:  # a file system's answer: one line, the path and the reason
-            where = f"{exc.filename}: " if exc.filename else ""
+            where = f"{escape(str(exc.filename))}: " if exc.filename else ""
             err.print(
-                f"[bold red]error:[/] {where}{exc.strerror or exc}", markup=True, highlight=False
+                f"[bold red]error:[/] {where}{escape(str(exc.strerror or exc))}", highlight=False
             )
             raise typer.Exit(2) from None
         except ValueError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted; run the same command again to resume")
@@ -248,7 +251,7 @@ def fetch_command(
             if len(entries) == 1:
                 raise
             failed += 1
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             continue
         _print_fetched(entry.id, result)
     if failed:
@@ -256,7 +259,7 @@ def fetch_command(
 
 
 def _print_fetched(source: str, result: FetchResult) -> None:
-    out.print(f"[green]{source}[/]: {result.action} → {result.path}", highlight=False)
+    out.print(f"[green]{source}[/]: {result.action} → {escape(str(result.path))}", highlight=False)
     for name in result.unverified:
         err.print(
             f"[yellow]note:[/] upstream publishes no checksum for {name}; the sha256 of "
@@ -374,7 +377,10 @@ def build_command(
         except (OSError, ValueError, KeyError, TypeError):
             locked_name = recipe  # build() says what is wrong with the file
         if locked_name != recipe:
-            err.print(f"[bold red]error:[/] {lock} is a lock of recipe {locked_name}, not {recipe}")
+            err.print(
+                f"[bold red]error:[/] {escape(str(lock))} is a lock of recipe "
+                f"{escape(str(locked_name))}, not {escape(recipe)}"
+            )
             raise typer.Exit(2)
     chosen = (
         with_options(
@@ -416,16 +422,16 @@ def build_command(
         out.print(f"not present: {', '.join(result.sources_missing)}", highlight=False)
     if result.fetch is not None:
         _print_fetch_report(result.fetch)
-    out.print(f"{result.problems.summary()} (see problems.csv)", highlight=False)
+    out.print(f"{escape(result.problems.summary())} (see problems.csv)", highlight=False)
     audit = json.loads((result.path / "audit.json").read_text(encoding="utf-8"))
     for warning in audit["warnings"]:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False)
     if "level" in result.manifest:  # CT: volumes and 2-D slices
         levels = result.manifest["level"].value_counts()
         what = f"{levels.get('volume', 0)} volumes, {levels.get('image', 0)} 2-D slices"
     else:
         what = f"{len(result.manifest)} images"
-    out.print(f"[green]{result.path}[/] ({what})", highlight=False)
+    out.print(f"[green]{escape(str(result.path))}[/] ({what})", highlight=False)
     if result.manifest.empty:
         err.print(
             "[yellow]warning:[/] no sample passed the recipe; problems.csv says why for each",
@@ -500,7 +506,7 @@ def export_command(
 
     target = export(dataset, fmt, out_dir, covidx_task=covidx_task)
     shown = f"{fmt} {covidx_task}" if covidx_task else fmt
-    out.print(f"[green]{target}[/] ({shown})", highlight=False)
+    out.print(f"[green]{escape(str(target))}[/] ({shown})", highlight=False)
     out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)
 
 
@@ -544,7 +550,7 @@ class _FetchDisplay:
         else:
             first = event.message.strip().splitlines()[0] if event.message.strip() else ""
             err.print(
-                f"[yellow]warning:[/] {event.source}: {first}; building without it",
+                f"[yellow]warning:[/] {event.source}: {escape(first)}; building without it",
                 highlight=False,
             )
 
@@ -567,7 +573,7 @@ def _print_fetch_report(report: SourcesReport) -> None:
     if report.manual:
         out.print("would add images, needs a download by hand:", highlight=False)
         for entry in report.manual:
-            out.print(f"  {manual_line(entry)}", highlight=False)
+            out.print(f"  {escape(manual_line(entry))}", highlight=False)
         out.print(
             "  steps: covid19-images info SOURCE; then: covid19-images fetch SOURCE --from "
             "DOWNLOAD",

@@ -12,9 +12,12 @@ from typing import Any
 from covid19_images.fetch import data_root
 from covid19_images.loaders.frameworks import (
     FRAMEWORKS,
+    FrameworkMissingError,
     require,
 )
 from covid19_images.loaders.packed import LoadError, open_split
+
+__all__ = ["FRAMEWORKS", "FrameworkMissingError", "load", "require", "resolve_dataset"]
 
 
 def resolve_dataset(dataset: Path | str, root: Path | str | None = None) -> Path:
