@@ -502,3 +502,22 @@ def test_cli_max_pixels_must_be_positive(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "Invalid value for '--max-pixels'" in result.output
+
+
+def test_only_links_that_can_hide_data_are_reported(tmp_path: Path) -> None:
+    from covid19_images.problems import ProblemLog
+    from covid19_images.sources.base import report_skipped
+
+    root = tmp_path / "source"
+    (root / "images").mkdir(parents=True)
+    (root / ".git" / "objects").mkdir(parents=True)
+    (root / "images" / "a.jpeg").symlink_to(tmp_path / "gone.jpeg")  # data: reported
+    (root / "metadata.csv").symlink_to(tmp_path / "gone.csv")  # data: reported
+    (root / "NOTES.md").symlink_to(tmp_path / "gone.md")  # not data
+    (root / ".git" / "objects" / "b.jpeg").symlink_to(tmp_path / "gone2.jpeg")  # hidden folder
+    log = ProblemLog()
+    report_skipped("toy", root, [], log)
+    assert [(p.file, p.kind) for p in log] == [
+        ("images/a.jpeg", "broken-link"),
+        ("metadata.csv", "broken-link"),
+    ]

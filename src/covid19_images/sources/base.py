@@ -318,12 +318,39 @@ class FileIndex:
                     )
 
 
+DATA_SUFFIXES = IMAGE_SUFFIXES | {
+    ".csv",
+    ".tsv",
+    ".txt",
+    ".xlsx",
+    ".xls",
+    ".json",
+    ".nii",
+    ".gz",
+    ".mha",
+    ".nrrd",
+    ".npy",
+}
+"""Suffixes of the files a source is made of (images, volumes, metadata): a broken link with
+another suffix (a README, a script) takes nothing from a dataset and is not reported."""
+
+
+def _matters(item: Skipped) -> bool:
+    """Whether a folder or link the walk could not follow can hide a source's data: not inside
+    a hidden folder (``.git``), and, for a link, with a data suffix."""
+    if any(part.startswith(".") for part in item.file.split("/")):
+        return False
+    return item.kind != "broken-link" or Path(item.file).suffix.lower() in DATA_SUFFIXES
+
+
 def report_skipped(source: str, root: Path, scans: Iterable[FileIndex], log: ProblemLog) -> None:
-    """One ``skipped`` problem row per unlisted folder, broken link (anywhere under ``root``)
-    and case clash of ``scans``; each (file, kind) once, in path order."""
+    """One ``skipped`` problem row per unlisted folder and broken data link (anywhere under
+    ``root``, hidden folders aside) and per case clash of ``scans``; each (file, kind) once, in
+    path order."""
     rows: dict[tuple[str, str], Skipped] = {}
     for item in list_files(root)[1]:
-        rows.setdefault((item.file, item.kind), item)
+        if _matters(item):
+            rows.setdefault((item.file, item.kind), item)
     for index in scans:
         for item in (*index.skipped, *index.clashes()):
             file = item.file
