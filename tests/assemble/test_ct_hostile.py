@@ -9,6 +9,7 @@ their real lesion masks, with NaN and infinite voxels planted).
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import warnings
@@ -34,6 +35,7 @@ STRAY = "IM009999"  # a copy of one slice, as the only image of another series
 P001 = "Sample data/COVID-19 subjects/P001"
 NAN, POS_INF, NEG_INF = 100, 5, 3
 LOW, HIGH = -850.0, -300.0  # the generated studies: outside / inside the real lesion mask
+BOMB_SHAPE = (4096, 4096, 4096)
 
 
 def _link_tree(source: Path, target: Path, copies: tuple[str, ...] = ()) -> None:
@@ -212,7 +214,7 @@ def nifti_work(shared_sources: Path, tmp_path_factory: pytest.TempPathFactory) -
     target.mkdir(parents=True)
     for name in ("dataset_registry.csv", "LICENSE"):
         (target / name).symlink_to(source / name)
-    for n in (255, 256, 257, 258):
+    for n in (255, 256, 257, 258, 259):
         mask = f"masks/study_0{n}_mask.nii.gz"
         (target / "masks").mkdir(exist_ok=True)
         (target / mask).symlink_to(source / mask)
@@ -222,7 +224,20 @@ def nifti_work(shared_sources: Path, tmp_path_factory: pytest.TempPathFactory) -
     _study(source / "masks/study_0257_mask.nii.gz", studies / "study_0257.nii.gz", depth=1)
     nothing = nib.Nifti1Image(np.full((8, 8, 4), np.nan, np.float32), np.eye(4))
     nib.save(nothing, studies / "study_0258.nii.gz")  # type: ignore[attr-defined]
+    _bomb(studies / "study_0259.nii.gz")
     return work
+
+
+def _bomb(target: Path) -> None:
+    """A gzipped NIfTI of a few hundred bytes whose header declares 4096^3 int16 voxels
+    (128 GiB) and that holds no voxel: nibabel would allocate them all before reading."""
+    header = nib.Nifti1Header()  # type: ignore[no-untyped-call]
+    header.set_data_shape(BOMB_SHAPE)  # type: ignore[no-untyped-call]
+    header.set_data_dtype(np.int16)  # type: ignore[no-untyped-call]
+    header["vox_offset"] = 352
+    raw = header.binaryblock + b"\0" * 4  # the header and an empty extension flag: no data
+    target.write_bytes(gzip.compress(raw))
+    assert target.stat().st_size < 1000
 
 
 @pytest.fixture(scope="module")
@@ -254,6 +269,25 @@ def test_nan_and_infinite_voxels_are_repaired_to_int16_and_reported(
         assert (int(voxels.min()), int(voxels.max())) == (int(LOW), int(HIGH))
         label = nib.load(nifti_build.path / str(row.mask_path))
         assert label.shape == image.shape  # type: ignore[attr-defined]
+    assert _left_behind(nifti_work) == []
+
+
+def test_a_tiny_nifti_declaring_a_huge_volume_is_too_large_not_read(
+    nifti_build: BuildResult, nifti_work: Path
+) -> None:
+    rows = _problems(nifti_build, "mosmeddata")
+    bomb = rows[rows["file"] == "studies/CT-1/study_0259.nii.gz"]
+    assert bomb[["kind", "action", "detail"]].to_dict("records") == [
+        {
+            "kind": "too-large",
+            "action": "skipped",
+            "detail": "study_0259.nii.gz: the header declares 4096 x 4096 x 4096 = "
+            "68,719,476,736 voxels (128.0 GiB as int16), over the limit of "
+            "1,200,000,000 voxels (8 x --max-pixels); not read",
+        }
+    ]
+    assert sorted(nifti_build.manifest["study_id"]) == ["study_0255", "study_0256"]
+    assert (nifti_build.path / "manifest.parquet").is_file()
     assert _left_behind(nifti_work) == []
 
 
@@ -414,3 +448,44 @@ def test_a_ct_lock_rebuilds_with_the_pixel_limit_of_its_build(
     ).read_bytes()
     rows = _problems(again, UCSD)
     assert list(rows[rows["kind"] == "too-large"]["file"]) == list(large["file"])
+
+
+def test_a_dicom_series_over_the_voxel_limit_is_too_large_before_it_is_allocated(
+    shared_sources: Path,
+) -> None:
+    from covid19_images.process.ct.dicom_series import read_series, scan_series
+    from covid19_images.process.ct.volume import VolumeError
+
+    root = shared_sources / POS_CASE
+    files = sorted(p.relative_to(root) for p in (root / POS_FOLDER).iterdir() if p.is_file())
+    groups, _ = scan_series(root, files)
+    group = max(groups, key=lambda g: len(g.files))
+    voxels = len(group.files) * group.rows * group.columns
+    assert read_series(root, group, max_voxels=voxels).array.size == voxels
+    with pytest.raises(VolumeError) as caught:
+        read_series(root, group, max_voxels=voxels - 1)
+    assert caught.value.kind == "too-large"
+    assert f"{len(group.files)} x {group.rows} x {group.columns} = {voxels:,} voxels" in str(
+        caught.value
+    )
+
+
+def test_running_out_of_memory_on_a_volume_is_a_too_large_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from covid19_images.problems import ProblemLog
+    from covid19_images.process.ct import pipeline
+    from covid19_images.records import Record
+
+    path = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.int16), np.eye(4)), path)  # type: ignore[attr-defined]
+
+    def out_of_memory(task: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(pipeline, "_read_image", out_of_memory)
+    log = ProblemLog()
+    record = Record(source="mosmeddata", path_raw="ct.nii.gz", attributes={"format": "nifti"})
+    kept = pipeline.process_volumes([record], {"mosmeddata": tmp_path}, tmp_path / "cache", log=log)
+    assert kept == []
+    assert [(p.file, p.kind, p.action) for p in log] == [("ct.nii.gz", "too-large", "skipped")]

@@ -53,7 +53,7 @@ from covid19_images.process.ct.pipeline import (
     square,
     volume_dir,
 )
-from covid19_images.process.ct.volume import read_nifti, write_nifti
+from covid19_images.process.ct.volume import read_nifti, voxel_limit, write_nifti
 from covid19_images.process.pipeline import PROCESS_VERSION, Params, output_dir, process_records
 from covid19_images.records import Record, records_frame
 
@@ -90,7 +90,13 @@ def assemble_ct(
     ct_cache = base / "processed" / "ct"
     params = CtParams(size=job.size, window=recipe.window)
     volumes = process_volumes(
-        volumes, roots, ct_cache, params=params, executor=job.executor, log=log
+        volumes,
+        roots,
+        ct_cache,
+        params=params,
+        executor=job.executor,
+        log=log,
+        max_voxels=voxel_limit(job.max_pixels),
     )
     if segmentation:
         kept_volumes = []

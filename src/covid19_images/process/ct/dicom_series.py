@@ -59,7 +59,7 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import UID
 
-from covid19_images.process.ct.volume import Volume, VolumeError
+from covid19_images.process.ct.volume import MAX_VOXELS, Volume, VolumeError, check_size
 
 ORIENTATIONS: Final = ("AXIAL", "CORONAL", "SAGITTAL", "OBLIQUE")
 _AXIS_NAMES: Final = ("SAGITTAL", "CORONAL", "AXIAL")  # the main LPS axis of the slice normal
@@ -660,7 +660,11 @@ class _Slice:
 
 
 def read_series(
-    root: Path, group: SeriesGroup, dropped: list[SeriesProblem] | None = None
+    root: Path,
+    group: SeriesGroup,
+    dropped: list[SeriesProblem] | None = None,
+    *,
+    max_voxels: int = MAX_VOXELS,
 ) -> Volume:
     """Decode a group's slices into an int16 HU :class:`Volume` on the series' grid.
 
@@ -676,10 +680,15 @@ def read_series(
     volume's grid are approximate (the ``slice-gap`` problem says which file was dropped). Only
     when no slice can be read does the first slice's error stop the series.
 
+    The volume is allocated once, from the headers (slices x Rows x Columns), before any
+    pixel is decoded; over ``max_voxels`` voxels (:data:`~.volume.VOXELS_PER_PIXEL` times the
+    build's pixel limit) the series is not read.
+
     Raises:
         VolumeError: ``unsupported-transfer-syntax`` (naming the package to install),
             ``unreadable-file`` (a damaged or truncated file), ``no-pixel-data`` or
-            ``mixed-series`` (a file that changed since the scan).
+            ``mixed-series`` (a file that changed since the scan); ``too-large`` over
+            ``max_voxels``.
 
     Example:
         >>> read_series(Path("."), SeriesGroup("k", [], "AXIAL", False, 1, 1, None, None))
@@ -690,6 +699,12 @@ def read_series(
     root = Path(root)
     if not group.files:
         raise VolumeError(f"{group.label()} has no slice", "no-pixel-data")
+    check_size(
+        (len(group.files), group.rows, group.columns),
+        np.int16,
+        max_voxels,
+        f"{group.label()}: slices x Rows x Columns are",
+    )
     out = np.empty((len(group.files), group.rows, group.columns), dtype=np.int16)
 
     def one(index: int) -> _Slice | VolumeError:

@@ -27,7 +27,11 @@ Hostile input never stops the other volumes and never leaves a partial output fo
   of its series with a ``slice-gap`` row naming it; the rest of the series, stacked without
   it, is the volume (the positions of the slices after it are approximate);
 - a volume with fewer than :data:`~covid19_images.process.ct.volume.MIN_SLICES` slices (a stray
-  slice) is a ``too-few-slices`` row and no volume.
+  slice) is a ``too-few-slices`` row and no volume;
+- a volume whose header (NIfTI shape, DICOM slices x Rows x Columns) declares more voxels than
+  the build's limit (:func:`~covid19_images.process.ct.volume.voxel_limit`) is a ``too-large``
+  row and is never read, as is one whose reading or writing runs out of memory; the limit is
+  checked again for a volume already in the cache, so a lower limit takes effect at once.
 """
 
 from __future__ import annotations
@@ -47,10 +51,13 @@ from PIL import Image
 from covid19_images.problems import ProblemLog
 from covid19_images.process.ct.masks import harmonise
 from covid19_images.process.ct.volume import (
+    MAX_VOXELS,
     MIN_SLICES,
     WINDOWS,
     Volume,
     VolumeError,
+    check_size,
+    load_nifti,
     read_nifti,
     read_slice_stack,
     repair_values,
@@ -93,6 +100,8 @@ class _VolumeTask:
     masks: tuple[tuple[str, str], ...]
     cache: str
     params: CtParams = field(default_factory=CtParams)
+    max_voxels: int = MAX_VOXELS
+    """Not in the cache key: it changes which volumes are used, never what is written."""
 
 
 def is_volume(record: Record) -> bool:
@@ -138,7 +147,7 @@ def _read_image(task: _VolumeTask) -> tuple[Volume, list[dict[str, Any]]]:
             why = "; ".join(p.detail for p in problems[:3]) or f"{len(groups)} series found"
             raise VolumeError(f"the series no longer reads as one volume: {why}", "mixed-series")
         dropped: list[SeriesProblem] = []
-        volume = read_series(root, groups[0], dropped)
+        volume = read_series(root, groups[0], dropped, max_voxels=task.max_voxels)
         position = {f: i for i, f in enumerate(task.files)}
         left_out = [
             {"file": p.file, "index": position.get(p.file), "detail": p.detail} for p in dropped
@@ -146,18 +155,27 @@ def _read_image(task: _VolumeTask) -> tuple[Volume, list[dict[str, Any]]]:
         return volume, left_out
     if task.fmt == "slice-stack":
         stack = read_slice_stack(
-            [root / f for f in task.files], spacing=task.spacing, hu_offset=task.hu_offset
+            [root / f for f in task.files],
+            spacing=task.spacing,
+            hu_offset=task.hu_offset,
+            max_voxels=task.max_voxels,
         )
         return stack, []
-    return _read_nifti_slice(root / task.path_raw, task.slice_index, task.hu), []
+    return _read_nifti_slice(root / task.path_raw, task.slice_index, task.hu, task.max_voxels), []
 
 
-def _read_nifti_slice(path: Path, index: int | None, hu: bool | None) -> Volume:
-    """A NIfTI volume, or only its slice ``index`` along the third axis (a stack of 2-D cases)."""
+def _read_nifti_slice(
+    path: Path, index: int | None, hu: bool | None, max_voxels: int = MAX_VOXELS
+) -> Volume:
+    """A NIfTI volume, or only its slice ``index`` along the third axis (a stack of 2-D cases).
+
+    The size the header declares (of the volume, or of the one slice) is checked against
+    ``max_voxels`` before anything is read.
+    """
     if index is None:
-        return read_nifti(path, hu=hu)
+        return read_nifti(path, hu=hu, max_voxels=max_voxels)
+    img: Any = load_nifti(path, max_voxels, slices=1)
     try:
-        img: Any = nib.load(path)
         data = np.asanyarray(img.dataobj[..., index : index + 1])
     except (OSError, ValueError, IndexError, EOFError) as exc:
         raise VolumeError(f"cannot read slice {index} of {path.name}: {exc}") from exc
@@ -212,7 +230,22 @@ def square(pixels: np.ndarray, size: int, *, labels: bool = False) -> np.ndarray
 
 
 def _process_volume(task: _VolumeTask) -> dict[str, Any]:
-    """Worker: digest the inputs, reuse outputs with the same key, else read and write them."""
+    """Worker: digest the inputs, reuse outputs with the same key, else read and write them.
+
+    A volume that does not fit in memory (a ``MemoryError`` anywhere in reading, repairing or
+    writing it) is a ``too-large`` result; nothing of it is left in the cache.
+    """
+    try:
+        return _process_one(task)
+    except MemoryError:
+        return {
+            "path_raw": task.path_raw,
+            "error_kind": "too-large",
+            "error": "out of memory while reading or writing the volume; not used",
+        }
+
+
+def _process_one(task: _VolumeTask) -> dict[str, Any]:
     root, cache = Path(task.root), Path(task.cache)
     result: dict[str, Any] = {"path_raw": task.path_raw}
     inputs = [task.path_raw] if task.fmt == "nifti" else list(task.files)
@@ -239,7 +272,17 @@ def _process_volume(task: _VolumeTask) -> dict[str, Any]:
     folder = volume_dir(cache, key)
     meta_path = folder / "meta.json"
     if meta_path.is_file():
-        return {**result, **json.loads(meta_path.read_text(encoding="utf-8"))}
+        cached = json.loads(meta_path.read_text(encoding="utf-8"))
+        try:  # the limit may be lower than when the volume was written
+            check_size(
+                cached.get("shape", ()),
+                cached.get("dtype", "int16"),
+                task.max_voxels,
+                "the volume holds",
+            )
+        except VolumeError as exc:
+            return {**result, "error_kind": exc.kind, "error": str(exc)}
+        return {**result, **cached}
     try:
         volume, left_out = _read_image(task)
         if volume.hu is None:
@@ -272,7 +315,7 @@ def _process_volume(task: _VolumeTask) -> dict[str, Any]:
     if task.masks:
         try:
             parts = [
-                (_read_nifti_slice(root / m, task.slice_index, None), name)
+                (_read_nifti_slice(root / m, task.slice_index, None, task.max_voxels), name)
                 for m, name in task.masks
             ]
             mask, warnings = harmonise(parts, volume)
@@ -341,11 +384,14 @@ def process_volumes(
     params: CtParams | None = None,
     executor: Executor | None = None,
     log: ProblemLog | None = None,
+    max_voxels: int = MAX_VOXELS,
 ) -> list[Record]:
     """Process every volume record; return the usable ones (each with ``processed_key``).
 
     A volume that cannot be read is left out with one problem; a mask that does not fit its
-    image is dropped with a ``mask-mismatch`` problem and the image is kept.
+    image is dropped with a ``mask-mismatch`` problem and the image is kept. A volume (or mask)
+    of more than ``max_voxels`` voxels is not read: a ``too-large`` problem (a build passes
+    :func:`~covid19_images.process.ct.volume.voxel_limit` of its ``--max-pixels``).
 
     Example:
         >>> kept = process_volumes(records, {"covid-ct-md": raw}, cache)  # doctest: +SKIP
@@ -366,6 +412,7 @@ def process_volumes(
             masks=tuple(zip(r.mask_paths, r.attributes.get("mask_maps", ()), strict=False)),
             cache=str(Path(cache).absolute()),
             params=params,
+            max_voxels=max_voxels,
         )
         for r in records
     ]

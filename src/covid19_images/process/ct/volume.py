@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import math
 import os
 import uuid
 import zlib
@@ -30,6 +31,7 @@ from nibabel import orientations
 from PIL import Image, UnidentifiedImageError
 
 from covid19_images.errors import Covid19ImagesError
+from covid19_images.process.image import MAX_PIXELS
 
 WINDOWS: Final[dict[str, tuple[float, float]]] = {
     "lung": (-600.0, 1500.0),
@@ -56,6 +58,32 @@ and 3-D models (MONAI, nnU-Net) need depth. Every real volume of the mirror has 
 which images of a minority orientation form their own DICOM group. Records that are one slice
 of a NIfTI stack of 2-D cases (``slice_index``; MedSeg's ``tr_im.nii.gz``) and 2-D slice images
 (UCSD COVID-CT) are not volumes and are not held to this."""
+
+
+VOXELS_PER_PIXEL: Final = 8
+"""How many times a build's pixel limit (``--max-pixels``) a volume may hold, in voxels.
+
+A NIfTI or DICOM header, like an image's, is a few bytes that can declare any size, and the
+readers allocate the whole declared array before reading a voxel: a 300-byte ``.nii.gz`` that
+declares 4096 x 4096 x 4096 int16 voxels asks for 128 GiB. The limit is tied to the 2-D one, so
+``--max-pixels`` moves both, and with the default of 150 million pixels it is 1.2 billion voxels
+(2.4 GB as int16): more than four times the largest real chest CT (512 x 512 x 1000 slices is
+0.26 billion voxels; the mirrored volumes have at most a few hundred slices), yet a size that a
+worker can hold while it writes the volume and its slices. A larger volume is a ``too-large``
+problem and is not read."""
+
+MAX_VOXELS: Final = VOXELS_PER_PIXEL * MAX_PIXELS
+"""The voxel limit of a build with the default pixel limit (:func:`voxel_limit`)."""
+
+
+def voxel_limit(max_pixels: int) -> int:
+    """The most voxels a volume may hold in a build whose pixel limit is ``max_pixels``.
+
+    Example:
+        >>> voxel_limit(150_000_000)
+        1200000000
+    """
+    return VOXELS_PER_PIXEL * max_pixels
 
 
 class VolumeError(Covid19ImagesError):
@@ -324,12 +352,82 @@ def _number(value: Any) -> str:
     return str(int(number)) if number.is_integer() else f"{number:.6g}"
 
 
-def read_nifti(path: Path, *, hu: bool | None = None) -> Volume:
+def check_size(
+    shape: Sequence[int], dtype: Any, max_voxels: int, what: str = "the header declares"
+) -> None:
+    """Refuse an array whose declared ``shape`` holds more than ``max_voxels`` voxels.
+
+    Called with a header's shape before anything of that size is allocated.
+
+    Raises:
+        VolumeError: kind ``too-large``, saying the shape, the voxel count, the memory it would
+            take as ``dtype`` and the limit.
+
+    Example:
+        >>> check_size((512, 512, 300), np.int16, MAX_VOXELS) is None
+        True
+        >>> try:
+        ...     check_size((4096, 4096, 4096), np.int16, MAX_VOXELS)
+        ... except VolumeError as err:
+        ...     print(err.kind, *str(err).split(", over "), sep="\\n")
+        too-large
+        the header declares 4096 x 4096 x 4096 = 68,719,476,736 voxels (128.0 GiB as int16)
+        the limit of 1,200,000,000 voxels (8 x --max-pixels); not read
+    """
+    dims = [int(n) for n in shape]
+    voxels = math.prod(dims)
+    if voxels <= max_voxels:
+        return
+    kind = np.dtype(dtype)
+    gib = voxels * kind.itemsize / 2**30
+    raise VolumeError(
+        f"{what} {' x '.join(str(n) for n in dims)} = {voxels:,} voxels ({gib:,.1f} GiB as "
+        f"{kind.name}), over the limit of {max_voxels:,} voxels ({VOXELS_PER_PIXEL} x "
+        "--max-pixels); not read",
+        "too-large",
+    )
+
+
+def load_nifti(path: Path, max_voxels: int = MAX_VOXELS, *, slices: int | None = None) -> Any:
+    """Open a NIfTI file after checking the size its header declares; read no voxel.
+
+    nibabel allocates the whole declared array when the data are first read, so the header's
+    shape is checked against ``max_voxels`` first (:func:`check_size`). With ``slices`` only
+    that many slices along the third axis will be read (one slice of a stack of 2-D cases), and
+    only they count.
+
+    Raises:
+        VolumeError: ``too-large`` over the limit; ``unreadable-file`` when the file is missing,
+            not NIfTI or its header cannot be read.
+    """
+    path = Path(path)
+    try:
+        img: Any = nib.load(path)
+        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+            raise VolumeError(f"{path.name} is not a NIfTI image", "unreadable-file")
+        header: Any = img.header
+        shape = tuple(int(n) for n in header.get_data_shape())
+        dtype = header.get_data_dtype()
+    except VolumeError:
+        raise
+    except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as exc:
+        raise VolumeError(f"{path.name}: cannot read NIfTI ({exc})", "unreadable-file") from exc
+    if slices is not None and len(shape) >= 3:
+        shape = (*shape[:2], min(slices, shape[2]), *shape[3:])
+    check_size(shape, dtype, max_voxels, f"{path.name}: the header declares")
+    return img
+
+
+def read_nifti(path: Path, *, hu: bool | None = None, max_voxels: int = MAX_VOXELS) -> Volume:
     """Read a ``.nii`` or ``.nii.gz`` file into a :class:`Volume` (any orientation).
+
+    The header's shape is checked against ``max_voxels`` before any voxel is read
+    (:func:`load_nifti`): a tiny file can declare a volume that would not fit in memory.
 
     Raises:
         VolumeError: kind ``unreadable-file`` when the file is missing, truncated or not NIfTI;
-            ``bad-value`` when it is not one 3-D volume.
+            ``bad-value`` when it is not one 3-D volume; ``too-large`` when its header declares
+            more than ``max_voxels`` voxels.
 
     Example:
         >>> read_nifti(Path("no-such-file.nii.gz"))
@@ -338,10 +436,8 @@ def read_nifti(path: Path, *, hu: bool | None = None) -> Volume:
         covid19_images.process.ct.volume.VolumeError: no-such-file.nii.gz: cannot read NIfTI ...
     """
     path = Path(path)
+    img = load_nifti(path, max_voxels)
     try:
-        img = nib.load(path)
-        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
-            raise VolumeError(f"{path.name} is not a NIfTI image", "unreadable-file")
         return Volume.from_nifti(img, hu=hu)
     except VolumeError:
         raise
@@ -425,6 +521,8 @@ def _read_slice(path: Path) -> np.ndarray[Any, Any]:
             if mode in ("F", "L"):
                 return np.asarray(img)
             return np.asarray(img.convert("L"))
+    except Image.DecompressionBombError as exc:
+        raise VolumeError(f"{path.name}: {exc}", "too-large") from exc
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise VolumeError(f"{path.name}: cannot decode image ({exc})", "unreadable-file") from exc
 
@@ -434,6 +532,7 @@ def read_slice_stack(
     *,
     spacing: tuple[float, float, float] | None = None,
     hu_offset: float | None = None,
+    max_voxels: int = MAX_VOXELS,
 ) -> Volume:
     """Stack 2-D slice images (16-bit TIFF, PNG, JPEG), in the given order, into a volume.
 
@@ -446,7 +545,9 @@ def read_slice_stack(
 
     Raises:
         VolumeError: ``bad-value`` when there is no path or the slices differ in shape;
-            ``unreadable-file`` when a slice cannot be decoded.
+            ``unreadable-file`` when a slice cannot be decoded; ``too-large`` when the
+            slices would make more than ``max_voxels`` voxels (checked from the first one,
+            before the stack is allocated) or one is over Pillow's decompression-bomb limit.
 
     Example:
         >>> import tempfile
@@ -466,6 +567,7 @@ def read_slice_stack(
     dtype = first.dtype
     if hu_offset is not None:
         dtype = np.dtype(np.float32 if first.dtype.kind == "f" else np.int16)
+    check_size((len(paths), *first.shape), dtype, max_voxels, "the slices make")
     out = np.empty((len(paths), *first.shape), dtype=dtype)
     for index, path in enumerate(paths):
         pixels = first if index == 0 else _read_slice(Path(path))
