@@ -50,7 +50,7 @@ KINDS: Final[dict[str, str]] = {
     "no-pixel-data": "a DICOM file without pixel data (e.g. a DICOMDIR)",
     "unsupported-transfer-syntax": "compressed DICOM pixels with no decoder installed",
     "fetch-failed": "an auto source whose download failed (e.g. offline); built without it",
-    "too-large": "an image whose declared pixel count is over the limit (a decompression bomb)",
+    "too-large": "an image or volume whose declared size is over the limit (a decompression bomb)",
     "implausible-size": "an image size or aspect ratio that no radiograph or CT slice has",
     "name-clash": "a file whose path differs from another file's only in letter case",
     "unreadable-folder": "a folder that cannot be listed (no permission, or a link loop)",
