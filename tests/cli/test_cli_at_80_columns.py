@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from covid19_images.catalog import load_catalog
 
 
@@ -28,6 +30,14 @@ def test_build_help_keeps_env_vars_and_syntax_whole() -> None:
     assert "--class NAME=LABEL[,LABEL...]" in text
     assert "<bool>" not in text and "<list[str]>" not in text and "…" not in text
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+@pytest.mark.parametrize("command", ["catalog", "info", "fetch", "build", "audit", "export"])
+def test_every_help_names_its_placeholders_and_fits(command: str) -> None:
+    text = _run(command, "--help")
+    for typed in ("<str>", "<path>", "<bool>", "<list[str]>", "<int range>", "<float range>"):
+        assert typed not in text, (command, typed)
+    assert max(len(line) for line in text.splitlines()) <= 80, command
 
 
 def test_info_prints_every_download_url_on_one_line() -> None:

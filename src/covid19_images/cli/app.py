@@ -79,6 +79,17 @@ MirrorOption = Annotated[
 ]
 
 
+class _Command(typer.core.TyperCommand):
+    """A command whose arguments show in help by their name alone (``SOURCE...``), without the
+    ``<list[str]>`` type Typer adds after it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, typer.core.TyperArgument) and param.metavar:
+                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+
+
 def _handled(func: Callable[P, R]) -> Callable[P, R]:
     """Turn the package's own errors into one clear message and an exit code."""
 
@@ -123,7 +134,7 @@ def _main(
     """Trustworthy, ready-to-train COVID-19 chest X-ray and CT datasets (research use only)."""
 
 
-@app.command("catalog")
+@app.command("catalog", cls=_Command)
 @_handled
 def catalog_command(
     modality: Annotated[
@@ -155,7 +166,7 @@ def catalog_command(
     out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)
 
 
-@app.command("info")
+@app.command("info", cls=_Command)
 @_handled
 def info_command(
     source: Annotated[str, typer.Argument(metavar="SOURCE", help="Source id, alias or name.")],
@@ -177,11 +188,11 @@ def info_command(
     out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)
 
 
-@app.command("fetch")
+@app.command("fetch", cls=_Command)
 @_handled
 def fetch_command(
     sources: Annotated[
-        list[str], typer.Argument(metavar="SOURCE...", help="Source ids, aliases or names.")
+        list[str], typer.Argument(metavar="SOURCE", help="Source ids, aliases or names.")
     ],
     root: RootOption = None,
     mirror: MirrorOption = None,
@@ -268,7 +279,7 @@ def _print_fetched(source: str, result: FetchResult) -> None:
         )
 
 
-@app.command("build")
+@app.command("build", cls=_Command)
 @_handled
 def build_command(
     recipe: Annotated[
@@ -447,7 +458,7 @@ def build_command(
         raise typer.Exit(1)
 
 
-@app.command("audit")
+@app.command("audit", cls=_Command)
 @_handled
 def audit_command(
     dataset: Annotated[
@@ -471,7 +482,7 @@ def audit_command(
         raise typer.Exit(1)
 
 
-@app.command("export")
+@app.command("export", cls=_Command)
 @_handled
 def export_command(
     dataset: Annotated[
