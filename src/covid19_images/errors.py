@@ -73,3 +73,7 @@ class LayoutError(Covid19ImagesError):
 
 class SourceNotAvailableError(Covid19ImagesError):
     """A source's files are neither fetched, registered nor in a mirror."""
+
+
+class ModelError(Covid19ImagesError):
+    """A model cannot be built: unknown name, missing torch, or weights that do not fit."""
