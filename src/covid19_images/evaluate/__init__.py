@@ -1,0 +1,1 @@
+"""Model evaluation: metrics that tell the truth (numpy, pandas and scikit-learn; no torch)."""
