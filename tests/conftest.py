@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from covid19_images.assemble.build import BuildResult, build
+from covid19_images.process.executor import LocalExecutor
+
 SOURCES_ENV = "COVID19_IMAGES_SHARED_SOURCES"
 """Where the real upstream files are, when not at ../shared/sources beside the project."""
 REQUIRE_SOURCES_ENV = "COVID19_IMAGES_REQUIRE_SOURCES"
@@ -103,6 +106,21 @@ def shared_sources() -> Path:
             pytest.fail(missing_sources_message(SHARED_SOURCES), pytrace=False)
         pytest.skip(f"real upstream files not found at {SHARED_SOURCES} (../shared/sources)")
     return SHARED_SOURCES
+
+
+@pytest.fixture(scope="session")
+def xray_dataset(shared_sources: Path, tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+    """``xray-covid`` from three X-ray sources of ../shared/sources (every class present)."""
+    work = tmp_path_factory.mktemp("loaders")
+    return build(
+        "xray-covid",
+        out=work / "out",
+        mirror=shared_sources,
+        root=work / "root",
+        sources=["figure1", "zhanglab", "covid19-image-dataset"],
+        executor=LocalExecutor(workers=2, progress=False),
+        progress=False,
+    )
 
 
 @dataclass
