@@ -135,7 +135,9 @@ def require_timm() -> ModuleType:
     """Import torch and timm, or raise :class:`ModelError` naming the extra that installs them."""
     try:
         importlib.import_module("torch")
-        return importlib.import_module("timm")
+        with warnings.catch_warnings():  # timm's import uses torch.jit.interface, deprecated
+            warnings.filterwarnings("ignore", "`torch.jit.interface`", FutureWarning)
+            return importlib.import_module("timm")
     except ImportError as error:
         missing = error.name or "torch"
         raise ModelError(
