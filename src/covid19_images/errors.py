@@ -77,3 +77,8 @@ class SourceNotAvailableError(Covid19ImagesError):
 
 class ModelError(Covid19ImagesError):
     """A model cannot be built: unknown name, missing torch, or weights that do not fit."""
+
+
+class EvaluationError(Covid19ImagesError):
+    """Predictions that cannot be evaluated: a missing column, an unknown class, no rows for the
+    split scored, a probability that is not finite, an unknown operating-point rule."""

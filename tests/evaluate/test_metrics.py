@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from covid19_images.evaluate.metrics import (
     bootstrap_ci,
+    bootstrap_cis,
     one_vs_rest,
     operating_point,
     per_patient,
@@ -228,3 +229,37 @@ def test_patient_bootstrap_covers_true_auroc_and_image_bootstrap_does_not() -> N
     image_cov = covered[None] / datasets
     assert 0.88 <= patient_cov <= 0.99, (patient_cov, image_cov)
     assert image_cov <= patient_cov - 0.08 or image_cov < 0.85, (patient_cov, image_cov)
+
+
+def test_bootstrap_cis_equal_bootstrap_ci_metric_by_metric() -> None:
+    frame = _predictions(120, seed=8)
+    frame["patient_id"] = [f"p{i // 3}" if i % 5 else None for i in range(len(frame))]
+    frame.loc[frame.index[:40], "class"] = "normal"  # some resamples lack covid: skipped
+
+    def auroc(name: str, f: pd.DataFrame) -> float:
+        return float(roc_auc_score(f["class"] == name, f[f"prob_{name}"]))
+
+    def mean_covid(f: pd.DataFrame) -> float:
+        return float(f["prob_covid"].mean())
+
+    fns = {"normal": lambda f: auroc("normal", f), "covid": lambda f: auroc("covid", f)}
+    fns["mean"] = mean_covid
+    together = bootstrap_cis(frame, lambda f: {k: fn(f) for k, fn in fns.items()}, n=60, seed=3)
+    assert sorted(together) == ["covid", "mean", "normal"]
+    for name, fn in fns.items():
+        alone = bootstrap_ci(frame, fn, n=60, seed=3)
+        assert together[name] == alone
+
+
+def test_bootstrap_cis_counts_each_metric_undefined_draws() -> None:
+    frame = pd.DataFrame({"patient_id": ["a", "b", "c", "d"], "x": [1.0, 2.0, 3.0, 4.0]})
+    cis = bootstrap_cis(
+        frame,
+        lambda f: {"always": 1.0, "some": math.nan if f["x"].min() > 1 else 0.0, "never": math.nan},
+        n=200,
+    )
+    assert cis["always"].skipped == 0 and cis["always"].low == cis["always"].high == 1.0
+    # a resample lacks patient "a" with probability (3/4)^4
+    assert 0 < cis["some"].skipped < 200
+    assert abs(cis["some"].skipped / 200 - 0.75**4) < 0.1
+    assert math.isnan(cis["never"].point) and math.isnan(cis["never"].low)

@@ -1,1 +1,22 @@
-"""Model evaluation: metrics that tell the truth (numpy, pandas and scikit-learn; no torch)."""
+"""Model evaluation: metrics that tell the truth (numpy, pandas and scikit-learn; no torch).
+
+- :func:`evaluate_predictions` scores a run's predictions and writes ``metrics.json``,
+  ``report.md`` and figures (:mod:`covid19_images.evaluate.report`);
+- :func:`external_overlap` finds what an external evaluation must leave out
+  (:mod:`covid19_images.evaluate.external`);
+- :mod:`covid19_images.evaluate.metrics` and :mod:`covid19_images.evaluate.calibration` hold the
+  metric primitives.
+
+Matplotlib is imported only when figures are drawn.
+"""
+
+from covid19_images.evaluate.external import Overlap, external_overlap
+from covid19_images.evaluate.report import SCHEMA_VERSION, evaluate_predictions, render_report
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Overlap",
+    "evaluate_predictions",
+    "external_overlap",
+    "render_report",
+]

@@ -11,7 +11,8 @@ one ``prob_<class>`` column per class.
   :func:`sklearn.metrics.roc_curve`).
 - :func:`per_patient` aggregates a frame to one row per patient.
 - :func:`bootstrap_ci` is a percentile bootstrap that resamples whole patients (the cluster
-  bootstrap), because images of one patient are not independent.
+  bootstrap), because images of one patient are not independent; :func:`bootstrap_cis` gives
+  several metrics' intervals from the same resamples.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 __all__ = [
     "BootstrapCI",
     "bootstrap_ci",
+    "bootstrap_cis",
     "group_keys",
     "one_vs_rest",
     "operating_point",
@@ -307,3 +309,56 @@ def bootstrap_ci(
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(kept, [alpha, 1.0 - alpha])
     return BootstrapCI(point, float(low), float(high), n, int(skipped), level)
+
+
+def bootstrap_cis(
+    frame: pd.DataFrame,
+    metrics_fn: Callable[[pd.DataFrame], Mapping[str, float]],
+    *,
+    groups: Literal["patient_id"] | None = "patient_id",
+    n: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, BootstrapCI]:
+    """:func:`bootstrap_ci` for several metrics at once, computed on the same resamples.
+
+    ``metrics_fn`` returns named values (e.g. the AUROC of every class and a balanced accuracy)
+    and is called once on the whole frame and once per resample, so a costly shared step (one
+    :func:`one_vs_rest` for all classes) runs once per resample. The resamples are
+    :func:`bootstrap_ci`'s own (same ``groups``, ``n``, ``seed``): a single metric gets exactly
+    the interval :func:`bootstrap_ci` gives it. Each name's ``skipped`` counts the resamples on
+    which that value was NaN or missing (or ``metrics_fn`` raised ``ValueError``). A name whose
+    value is NaN on the whole frame, or on every resample, gets NaN ``low`` and ``high``; the
+    names are those of the whole frame's result.
+
+    Example:
+        >>> f = pd.DataFrame({"patient_id": ["p1", "p1", "p2", "p3"], "x": [1.0, 2.0, 3.0, 4.0]})
+        >>> cis = bootstrap_cis(f, lambda g: {"mean": g["x"].mean(), "max": g["x"].max()}, n=200)
+        >>> sorted(cis), cis["max"].point, cis["mean"].n
+        (['max', 'mean'], 4.0, 200)
+    """
+    draws: list[dict[str, float]] = []
+
+    def record(resample: pd.DataFrame) -> float:
+        try:
+            values = {str(k): float(v) for k, v in metrics_fn(resample).items()}
+        except ValueError:
+            values = {}
+        draws.append(values)
+        return 0.0  # bootstrap_ci skips nothing; each name counts its own undefined draws
+
+    bootstrap_ci(frame, record, groups=groups, n=n, seed=seed, level=level)
+    if len(draws) != n + 1:  # the whole frame, then each resample
+        raise RuntimeError(f"expected {n + 1} evaluations, got {len(draws)}")
+    point, resampled = draws[0], draws[1:]
+    alpha = (1.0 - level) / 2.0
+    result: dict[str, BootstrapCI] = {}
+    for name, value in point.items():
+        values = np.array([d.get(name, math.nan) for d in resampled], dtype=float)
+        kept = values[~np.isnan(values)]
+        if math.isnan(value) or kept.size == 0:
+            result[name] = BootstrapCI(value, math.nan, math.nan, n, n - kept.size, level)
+            continue
+        low, high = np.quantile(kept, [alpha, 1.0 - alpha])
+        result[name] = BootstrapCI(value, float(low), float(high), n, n - kept.size, level)
+    return result
