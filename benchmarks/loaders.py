@@ -18,10 +18,20 @@ Each loader runs in a fresh interpreter of its own, so its peak memory (Linux Vm
 private anonymous memory RssAnon at the end) is its own. "Flat in dataset size" is measured by
 running ``ours`` on the train split and on a copy of it tiled four times.
 
+Augmentation (``--augment-only`` runs this part alone): in one process with one torch thread,
+``CovidImageDataset(...).loader(64, shuffle=True)`` over the train split with ``augment`` set
+to ``none``, ``light`` and ``standard``, and the previous augmented path as the in-run
+reference (``grid_sample``: the float batch through ``affine_grid``/``grid_sample``, then
+contrast and brightness, then normalisation, i.e. :func:`apply_draws` on the CPU). The
+configurations alternate over ``--rounds`` rounds of ``--round-seconds`` each; the report gives
+the median images/s of each, and the medians of the per-round ratios plain / ``standard``
+(the target: about 6 or less) and new / old (the speed-up).
+
 Run from the repository root (needs ``pip install -e '.[dev]'`` and ``torchxrayvision``)::
 
-    python benchmarks/loaders.py            # a table
-    python benchmarks/loaders.py --json     # one JSON object
+    python benchmarks/loaders.py                   # a table
+    python benchmarks/loaders.py --json            # one JSON object
+    python benchmarks/loaders.py --augment-only    # the augmentation table alone (torch only)
 """
 
 from __future__ import annotations
@@ -155,6 +165,100 @@ def child(name: str, dataset: Path, mirror: Path, min_images: int, max_seconds: 
     print(json.dumps(result))
 
 
+AUGMENT = ("none", "light", "standard", "light_grid_sample", "standard_grid_sample")
+
+
+def augment_child(dataset: Path, rounds: int, round_seconds: float) -> None:
+    """The augmentation configurations, alternating in this process; print JSON figures."""
+    import statistics
+
+    import torch
+
+    from covid19_images.loaders.pytorch import CovidImageDataset, apply_draws
+
+    torch.set_num_threads(1)
+
+    class GridSample(CovidImageDataset):
+        """The previous augmented path: the float batch through ``grid_sample``."""
+
+        def _batch(self, order: np.ndarray, epoch: int) -> tuple[Any, Any]:
+            split = self._split()
+            batch = torch.from_numpy(np.take(split.images, order, axis=0)).unsqueeze(1).float()
+            batch, _ = apply_draws(batch.div_(255.0), self.draws(order, epoch))
+            batch = batch.mul_(255.0).sub_(self.mean * 255.0).mul_(1.0 / (255.0 * self.std))
+            return batch, None
+
+    loaders = {}
+    for name in AUGMENT:
+        preset, _, old = name.partition("_")
+        kind = GridSample if old else CovidImageDataset
+        loaders[name] = kind(dataset, "train", augment=preset).loader(BATCH, shuffle=True)
+    rates: dict[str, list[float]] = {name: [] for name in AUGMENT}
+    for _ in range(rounds):
+        for name, loader in loaders.items():
+            rate = _measure(loader, 10**9, round_seconds)["img_s"]
+            rates[name].append(float(rate or 0.0))
+
+    def ratios(a: str, b: str) -> list[float]:
+        return [x / y for x, y in zip(rates[a], rates[b], strict=True) if y]
+
+    print(
+        json.dumps(
+            {
+                "img_s": {name: statistics.median(r) for name, r in rates.items()},
+                "plain_over": {name: statistics.median(ratios("none", name)) for name in AUGMENT},
+                "speedup_light": statistics.median(ratios("light", "light_grid_sample")),
+                "speedup_standard": statistics.median(ratios("standard", "standard_grid_sample")),
+                "rounds": rates,
+                "round_seconds": round_seconds,
+                "images": len(loaders["none"].dataset),  # type: ignore[arg-type]
+            }
+        )
+    )
+
+
+def run_augment(dataset: Path, rounds: int, round_seconds: float) -> Any:
+    """:func:`augment_child` in a fresh interpreter."""
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "augment",
+        "--dataset",
+        str(dataset),
+        "--rounds",
+        str(rounds),
+        "--round-seconds",
+        str(round_seconds),
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        print(out.stderr[-2000:], file=sys.stderr)
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def print_augment(figures: dict[str, Any]) -> None:
+    """The augmentation figures as a Markdown table."""
+    if "img_s" not in figures:
+        print(f"augmentation: {figures.get('error', 'failed')}")
+        return
+    rates = figures["img_s"]
+    print("| augment | path | images/s | plain / it | new / old |")
+    print("|---|---|---|---|---|")
+    print(f"| none | plain read | {rates['none']:,.0f} | 1 | - |")
+    plain_over = figures["plain_over"]
+    for preset in ("light", "standard"):
+        old, new = f"{preset}_grid_sample", preset
+        print(
+            f"| {preset} | OpenCV uint8 | {rates[new]:,.0f} | {plain_over[new]:.1f} | "
+            f"{figures[f'speedup_{preset}']:.1f} |"
+        )
+        print(
+            f"| {preset} | grid_sample (before) | {rates[old]:,.0f} | {plain_over[old]:.1f} | 1 |"
+        )
+
+
 def run_child(name: str, dataset: Path, mirror: Path, min_images: int, max_s: float) -> Any:
     command = [
         sys.executable,
@@ -220,8 +324,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tile", type=int, default=20, help="train split repeated N times (default 20)"
     )
-    parser.add_argument("--child", choices=LOADERS)
+    parser.add_argument("--child", choices=(*LOADERS, "augment"))
+    parser.add_argument("--augment-only", action="store_true", help="the augmentation part alone")
+    parser.add_argument("--rounds", type=int, default=5, help="augmentation rounds (default 5)")
+    parser.add_argument(
+        "--round-seconds", type=float, default=2.0, help="per configuration and round (default 2)"
+    )
     args = parser.parse_args(argv)
+    if args.child == "augment":
+        augment_child(args.dataset, args.rounds, args.round_seconds)
+        return 0
     if args.child:
         child(args.child, args.dataset, args.mirror, args.min_images, args.max_seconds)
         return 0
@@ -239,6 +351,13 @@ def main(argv: list[str] | None = None) -> int:
                 root=work / "root",
                 progress=False,
             ).path
+        augment = run_augment(dataset, args.rounds, args.round_seconds)
+        if args.augment_only:
+            if args.json:
+                print(json.dumps({"augment": augment, "command": " ".join(sys.argv)}, indent=2))
+            else:
+                print_augment(augment)
+            return 0
         big = tiled(dataset, args.tile, work)
         runs = {
             name: run_child(name, big, args.mirror, args.min_images, args.max_seconds)
@@ -276,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             else None
         ),
         "train_images": train_size,
+        "augment": augment,
         "runs": runs,
         "batch": BATCH,
         "threads": 1,
@@ -296,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {run['img_s']:,.0f} | {ratio:.2f} | {run['peak_mib']:.0f} | "
             f"{run['anon_mib']:.0f} |"
         )
+    print()
+    print_augment(augment)
     return 0
 
 
