@@ -225,3 +225,61 @@ def test_datalist_lists_every_volume_with_its_class_index(ct_covid: BuildResult)
         assert (ct_covid.path / item["image"]).is_file()
         row = volumes[volumes["uid"] == item["uid"]].iloc[0]
         assert names[str(item["label"])] == row["class"]
+
+
+@pytest.fixture(scope="module")
+def ct_binary(ct_covid: BuildResult, shared_sources: Path) -> BuildResult:
+    work = ct_covid.path.parent.parent  # ct-covid's processed cache: nothing decoded again
+    return _build("ct-binary", shared_sources, work)
+
+
+def test_ct_binary_holds_ucsd_noncovid_slices_split_by_patient(
+    ct_binary: BuildResult, ct_covid: BuildResult, shared_sources: Path
+) -> None:
+    manifest = ct_binary.manifest
+    problems = pd.read_csv(ct_binary.path / "problems.csv")
+    noncovid = shared_sources / "ucsd-covid-ct" / "Images-processed" / "CT_NonCOVID"
+    on_disk = {f"Images-processed/CT_NonCOVID/{p.name}" for p in noncovid.iterdir()}
+    copies = problems[(problems["kind"] == "duplicate") & problems["file"].isin(on_disk)]
+    ucsd = manifest[(manifest["source"] == "ucsd-covid-ct")]
+    non = ucsd[ucsd["finding_raw"] == "CT_NonCOVID"]
+    assert set(non["class"]) == {"non_covid"} and set(non["label"]) == {"other_finding"}
+    assert set(non["path_raw"]) == on_disk - set(copies["file"])  # every one, less its copies
+    assert len(non) >= 25
+    left_out = problems[problems["detail"].str.contains("is not a class", na=False)]
+    assert set(left_out["detail"]) <= {"label unknown is not a class of recipe ct-binary"}
+    # ct-covid's samples are ct-binary's covid19 class
+    assert set(manifest[manifest["class"] == "covid19"]["uid"]) == set(ct_covid.manifest["uid"])
+    counts = manifest.groupby(["class", "split"]).size().unstack(fill_value=0)
+    assert (counts[["train", "test"]] > 0).all().all()
+    assert ((counts["train"] / counts.sum(axis=1)).between(0.5, 0.9)).all()
+    slices = pd.read_parquet(ct_binary.path / "slices.parquet")
+    per_patient = slices.dropna(subset=["patient_id"]).groupby("patient_id")["split"].nunique()
+    assert (per_patient == 1).all()
+    assert not audit_dataset(ct_binary.path).leakage
+    packed = json.loads((ct_binary.path / "packed.json").read_text(encoding="utf-8"))
+    assert packed["classes"] == ["covid19", "non_covid"] and "naive" not in packed
+
+
+def test_ct_binary_naive_splits_slices_at_random_and_its_audit_sees_it(
+    ct_binary: BuildResult, shared_sources: Path
+) -> None:
+    work = ct_binary.path.parent.parent
+    naive = _build("ct-binary", shared_sources, work, naive=True)
+    assert naive.path == work / "out" / "ct-binary-naive" and naive.naive
+    problems = pd.read_csv(naive.path / "problems.csv")
+    kept = problems[(problems["kind"] == "duplicate") & (problems["action"] == "kept")]
+    assert len(kept) >= 1 and not (problems["kind"] == "duplicate").all()
+    assert len(naive.manifest) == len(ct_binary.manifest) + len(kept)
+    slices = pd.read_parquet(naive.path / "slices.parquet")
+    p001 = slices[slices["patient_id"] == "covid-ct-md:P001"]
+    assert len(p001) == 148 and set(p001["split"]) == {"train", "val", "test"}
+    assert all(p.startswith(f"{s}/") for s, p in zip(p001["split"], p001["path"], strict=True))
+    audit = json.loads((naive.path / "audit.json").read_text(encoding="utf-8"))
+    assert audit["leakage"] and audit["missing_files"] == [] and audit["unlisted_files"] == []
+    assert "covid-ct-md:P001" in {p["patient_id"] for p in audit["shared_patients"]}
+    lock = json.loads((naive.path / "lock.json").read_text(encoding="utf-8"))
+    assert lock["naive"] is True and lock["naive_build"]["split_by"] == "slice"
+    packed = json.loads((naive.path / "packed.json").read_text(encoding="utf-8"))
+    assert packed["naive"] is True
+    assert sum(s["count"] for s in packed["splits"].values()) == len(slices)

@@ -9,7 +9,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from covid19_images import RESEARCH_USE_NOTICE
+from covid19_images.assemble.build import BuildResult
 from covid19_images.cli import app
+from covid19_images.loaders.packed import open_split
 
 runner = CliRunner()
 
@@ -100,6 +103,7 @@ def test_strict_turns_problems_into_an_exit_code(shared_sources: Path, tmp_path:
     [
         (["build", "no-such-recipe"], 2, "unknown recipe"),
         (["audit", "/nonexistent/dataset"], 2, "no readable manifest"),
+        (["build", "xray-covid", "--naive", "--lock", "lock.json"], 2, "drop --naive"),
     ],
 )
 def test_user_errors_are_one_message(args: list[str], code: int, message: str) -> None:
@@ -168,3 +172,68 @@ def test_bad_class_option_is_a_usage_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["build", "xray-covid", "--class", "oops"])
     assert result.exit_code == 2
     assert "NAME=LABEL" in result.output
+
+
+def test_naive_build_keeps_the_copies_leaks_on_purpose_and_exits_0(
+    xray_dataset: BuildResult, shared_sources: Path, tmp_path: Path
+) -> None:
+    honest = xray_dataset.path  # xray-covid of figure1, zhanglab, covid19-image-dataset
+    result = runner.invoke(
+        app,
+        [
+            "build",
+            "xray-covid",
+            "--naive",
+            "--sources",
+            "figure1,zhanglab,covid19-image-dataset",
+            "--mirror",
+            str(shared_sources),
+            "--out",
+            str(tmp_path / "d"),
+            "--root",
+            str(honest.parent.parent / "root"),  # the honest build's cache: nothing decoded
+            "--workers",
+            "2",
+        ],
+        env={"COLUMNS": "80"},
+    )
+    assert result.exit_code == 0, result.output
+    naive = tmp_path / "d" / "xray-covid-naive"
+    assert not (tmp_path / "d" / "xray-covid").exists()
+    audit = json.loads((naive / "audit.json").read_text(encoding="utf-8"))
+    found = len(audit["shared_patients"]), len(audit["cross_split_duplicates"])
+    assert audit["leakage"] is True and sum(found) > 0
+    assert json.loads((honest / "audit.json").read_text(encoding="utf-8"))["leakage"] is False
+    # one line, even at 80 columns, with what the audit found
+    lines = [line for line in result.stderr.splitlines() if "leakage by design" in line]
+    assert len(lines) == 1
+    assert f"found {found[0]} patient" in lines[0] and f"and {found[1]} cop" in lines[0]
+    assert "never for reporting results" in lines[0]
+
+    ours = pd.read_parquet(naive / "manifest.parquet")
+    theirs = pd.read_parquet(honest / "manifest.parquet")
+    assert set(theirs["uid"]) < set(ours["uid"])  # every honest image, and the copies
+    extra = ours[~ours["uid"].isin(theirs["uid"])]
+    problems = pd.read_csv(naive / "problems.csv")
+    kept = problems[(problems["kind"] == "duplicate") & (problems["action"] == "kept")]
+    extra_files = set(zip(extra["source"], extra["path_raw"], strict=True))
+    assert extra_files == set(zip(kept["source"], kept["file"], strict=True))
+    assert ((problems["kind"] == "duplicate") & (problems["action"] == "excluded")).sum() == 0
+    # split by image: the recipe's fractions within each class, not by patient
+    for _, group in ours.groupby("class"):
+        counts = group["split"].value_counts()
+        assert abs(counts.get("train", 0) - 0.7 * len(group)) <= 1
+        assert abs(counts.get("test", 0) - 0.2 * len(group)) <= 1
+
+    lock = json.loads((naive / "lock.json").read_text(encoding="utf-8"))
+    assert lock["naive"] is True and lock["naive_build"]["images_kept"] == len(extra)
+    assert json.loads((honest / "lock.json").read_text(encoding="utf-8"))["naive"] is False
+    assert json.loads((naive / "packed.json").read_text(encoding="utf-8"))["naive"] is True
+    assert open_split(naive, "test").labels.size == (ours["split"] == "test").sum()
+    head = (naive / "datasheet.md").read_text(encoding="utf-8").splitlines()[:6]
+    assert head[0].startswith("# Datasheet: xray-covid-naive")
+    assert "**NAIVE DATASET: deliberately leaky, for comparison only. Never report" in head[2]
+    assert RESEARCH_USE_NOTICE in "\n".join(head)
+
+    again = runner.invoke(app, ["audit", str(naive)])
+    assert again.exit_code == 1 and "LEAKAGE FOUND" in again.stdout

@@ -12,6 +12,10 @@ ImageFolder-ready), ``manifest.parquet``, ``problems.csv``, ``duplicates.csv``, 
 ``lock.json`` and ``audit.json``. It is written under a temporary name and renamed into place
 when complete (:func:`~covid19_images.assemble.folder.staging`). A folder already built from the
 same inputs (:mod:`~covid19_images.assemble.fingerprint`) is returned as it is.
+
+``naive=True`` (``build --naive``) writes ``<out>/<recipe>-naive/`` instead: the same images with
+every copy kept, split by image at random (:mod:`~covid19_images.assemble.naive`), deliberately
+leaky and marked so everywhere, for comparison only.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from covid19_images.assemble.ct import assemble_ct
 from covid19_images.assemble.fingerprint import inputs_fingerprint, up_to_date
 from covid19_images.assemble.folder import MANIFEST, check_out
 from covid19_images.assemble.lockfile import LOCK, read_lock
+from covid19_images.assemble.naive import folder_name, keep_augmented
 from covid19_images.assemble.recipe import Recipe, RecipeError, load_recipe
 from covid19_images.assemble.result import AssemblyJob, BuildError, BuildResult, nothing_passes
 from covid19_images.assemble.xray import assemble_xray
@@ -64,6 +69,7 @@ def build(
     fetch_progress: FileProgress | None = None,
     on_fetch: Callable[[FetchEvent], None] | None = None,
     max_pixels: int = MAX_PIXELS,
+    naive: bool = False,
 ) -> BuildResult:
     """Build a dataset folder from a recipe, downloading its missing ``auto`` sources first.
 
@@ -93,10 +99,14 @@ def build(
         on_fetch: Called when a source's download starts, ends, fails or is skipped.
         max_pixels: The most pixels an image's header may declare; a larger image (a
             decompression bomb) is a ``too-large`` problem row and is not decoded.
+        naive: Write ``<recipe>-naive/`` instead: the same images with every copy kept,
+            split by image at random (:mod:`~covid19_images.assemble.naive`); deliberately
+            leaky, for comparison only. A lock of a naive build rebuilds it naive.
 
     Raises:
         BuildError: Nothing is present (the message says which downloads failed and how to get
-            the sources by hand), nothing passes the recipe, or a lock does not match.
+            the sources by hand), nothing passes the recipe, a lock does not match, or
+            ``naive`` is given with a lock (the lock says whether its build was naive).
 
     Example:
         >>> result = build("xray-covid", out="out", mirror="../shared/sources")  # doctest: +SKIP
@@ -106,8 +116,14 @@ def build(
         ['actualmed', 'covid19-detection-xray-dataset', 'figure1', 'ieee8023']
     """
     locked: dict[str, Any] | None = None
+    if lock is not None and naive:
+        raise BuildError(
+            "--naive and --lock do not go together: a lock rebuilds exactly what it describes, "
+            'naive or not (its lock.json says "naive")'
+        )
     if lock is not None:
         locked = read_lock(Path(lock))
+        naive = locked.get("naive") is True
         recipe = locked["recipe"]
         seed, size = locked["seed"], locked["size"]
         process = locked.get("process")
@@ -123,7 +139,7 @@ def build(
     if seed < 0:
         raise BuildError(f"the split seed must be 0 or more, not {seed}")
     base = data_root(root)
-    final = Path(out) / recipe.name
+    final = Path(out) / folder_name(recipe.name, naive)
     ids = _source_ids(recipe, sources)
     fetched = ensure_sources(
         ids,
@@ -134,7 +150,7 @@ def build(
         progress=fetch_progress,
         on_event=on_fetch,
     )  # before the fingerprint: a source fetched now is one of the inputs
-    state = inputs_fingerprint(recipe, seed, size, dicom, ids, base, mirror, max_pixels)
+    state = inputs_fingerprint(recipe, seed, size, dicom, ids, base, mirror, max_pixels, naive)
     if not force and up_to_date(final, state):
         return _reported(_existing(final, ids, base, mirror), fetched)
     executor = executor or LocalExecutor(workers, progress=progress)
@@ -154,10 +170,12 @@ def build(
             + (f"\n{advice}" if advice else "; fetch some or pass --mirror")
         )
     membership = _membership(recipe, base, mirror, log)
-    classes = _select(recipe, records, membership, log)
+    classes = _select(recipe, records, membership, log, naive)
     selected = [r for r in records if r.uid in classes]
     if not selected:
         raise BuildError(nothing_passes(recipe, log))
+    if naive:  # upstream's augmented copies are in: their rows say so
+        log = keep_augmented(log, selected)
     job = AssemblyJob(
         base,
         final,
@@ -172,6 +190,7 @@ def build(
         locked,
         max_pixels,
         progress,
+        naive,
     )
     if "CT" in recipe.modality:
         return _reported(assemble_ct(recipe, selected, classes, job), fetched)
@@ -237,6 +256,7 @@ def _existing(final: Path, ids: list[str], base: Path, mirror: Path | str | None
         missing,
         None,
         up_to_date=True,
+        naive=lock.get("naive") is True,
     )
 
 
@@ -298,11 +318,14 @@ def _select(
     records: list[Record],
     membership: dict[tuple[str, str], tuple[str, str]] | None,
     log: ProblemLog,
+    naive: bool = False,
 ) -> dict[str, str]:
-    """uid → dataset class of every record the recipe wants; each other one gets a problem."""
+    """uid → dataset class of every record the recipe wants; each other one gets a problem.
+
+    A naive build wants upstream's augmented copies too."""
     classes: dict[str, str] = {}
     for r in records:
-        if "augmented" in r.tags and not recipe.include_augmented:
+        if "augmented" in r.tags and not recipe.include_augmented and not naive:
             continue  # the adapter reported it as an augmented copy, excluded
         why: str | None
         if r.modality not in recipe.modality:

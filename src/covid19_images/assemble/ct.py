@@ -36,6 +36,15 @@ from covid19_images.assemble.dicoms import deid_salt, write_dicoms
 from covid19_images.assemble.fingerprint import write_state
 from covid19_images.assemble.folder import link, staging, write_tables
 from covid19_images.assemble.lockfile import check_lock, make_lock
+from covid19_images.assemble.naive import (
+    NaiveSummary,
+    fractions_of,
+    keep_copies,
+    mark_packed,
+    random_split,
+    split_slices,
+    summarize,
+)
 from covid19_images.assemble.recipe import Recipe
 from covid19_images.assemble.result import AssemblyJob, BuildResult
 from covid19_images.assemble.splits import split_records
@@ -106,7 +115,11 @@ def assemble_ct(
             else:
                 _leave_out(log, r, "no usable mask, and the recipe segments")
         volumes = kept_volumes
-    volumes, volume_pairs = _exact_volume_copies(volumes, log)
+    scratch = ProblemLog() if job.naive else log  # a naive build keeps the copies it finds
+    every_volume = volumes
+    volumes, volume_pairs = _exact_volume_copies(volumes, scratch)
+    if job.naive:
+        volumes = every_volume
 
     image_cache = base / "processed" / "ct-2d"
     image_params = Params(sizes=tuple(sorted({224, 512, job.size})), max_pixels=job.max_pixels)
@@ -117,7 +130,7 @@ def assemble_ct(
     dedup = deduplicate(
         images,
         image_cache,
-        log,
+        scratch,
         **recipe.dedup.model_dump(),
         progress=job.progress,
     )
@@ -126,6 +139,9 @@ def assemble_ct(
         if len(volume_pairs)
         else dedup.pairs
     )
+    if job.naive:
+        keep_copies(scratch, log, volumes + images)
+        dedup.kept = images
     images = dedup.kept
     if job.dicom and images:
         write_dicoms(images, roots, image_cache, deid_salt(base), job.executor, log)
@@ -134,7 +150,18 @@ def assemble_ct(
         files = r.attributes.get("files")
         if isinstance(files, list):
             r.attributes["files"] = len(files)
-    splits = split_records(recipe, kept, classes, False, job.seed) if kept else []
+    naive: NaiveSummary | None = None
+    if job.naive:
+        fractions = fractions_of(recipe, kept, False)
+        splits = random_split([classes[r.uid] for r in kept], fractions, job.seed)
+        unit = "sample" if segmentation else "slice"
+        clusters = len(dedup.report.clusters) + len(
+            {r.attributes.get("dup_cluster") for r in volumes} - {None}
+        )
+        split_of = {r.uid: sp for r, sp in zip(kept, splits, strict=True)}
+        naive = summarize(log, dedup.pairs, clusters, fractions, job.seed, unit, split_of)
+    else:
+        splits = split_records(recipe, kept, classes, False, job.seed) if kept else []
     manifest = _manifest(kept, classes, splits, job.size, segmentation)
     process = {
         "ct": {"size": job.size, "window": recipe.window, "version": CT_PROCESS_VERSION},
@@ -142,11 +169,20 @@ def assemble_ct(
         "version": PROCESS_VERSION,
         "max_pixels": job.max_pixels,  # build(lock=...) rebuilds with the same limit
     }
-    lock_data = make_lock(recipe, job.seed, job.size, kept, job.used, job.missing, process)
+    lock_data = make_lock(
+        recipe,
+        job.seed,
+        job.size,
+        kept,
+        job.used,
+        job.missing,
+        process,
+        naive.as_dict() if naive is not None else None,
+    )
     if job.locked is not None:
         check_lock(job.locked, lock_data)
-    _write(recipe, job, manifest, kept, ct_cache, image_cache, dedup, lock_data)
-    return BuildResult(job.final, manifest, log, job.used, job.missing, dedup)
+    _write(recipe, job, manifest, kept, ct_cache, image_cache, dedup, lock_data, naive)
+    return BuildResult(job.final, manifest, log, job.used, job.missing, dedup, naive=job.naive)
 
 
 def _leave_out(log: ProblemLog, r: Record, why: str) -> None:
@@ -277,6 +313,7 @@ def _write(
     image_cache: Path,
     dedup: DedupResult,
     lock_data: dict[str, Any],
+    naive: NaiveSummary | None = None,
 ) -> None:
     from covid19_images.assemble.datasheet import write_datasheet
 
@@ -289,6 +326,8 @@ def _write(
             _pack_pairs(tmp, manifest, by_uid, ct_cache, recipe, job.size)
         else:
             slices = _slice_rows(manifest, by_uid)
+            if naive is not None:  # every slice of a volume on its own
+                slices = split_slices(slices, naive.fractions, naive.seed)
             for row in slices.to_dict("records"):
                 r = by_uid[str(row["uid"])]
                 key = r.processed_key or ""
@@ -318,6 +357,8 @@ def _write(
             montage["path"] = [
                 middle.get(u, p) for u, p in zip(montage["uid"], montage["path"], strict=True)
             ]
+        if naive is not None:
+            mark_packed(tmp)
         _write_datalist(tmp, manifest, recipe)
         expected = job.locked.get("manifest_sha256") if job.locked else None
         report = write_tables(tmp, recipe, manifest, job.log, dedup, lock_data, expected)
@@ -332,6 +373,7 @@ def _write(
             job.missing,
             montage=None if segmentation else montage,
             extra=_ct_section(manifest, recipe),
+            naive=naive,
         )
         write_state(tmp, job.state)
 

@@ -15,6 +15,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from covid19_images import RESEARCH_USE_NOTICE, __version__
+from covid19_images.assemble.naive import NaiveSummary, datasheet_banner, datasheet_section
 from covid19_images.assemble.recipe import Recipe
 from covid19_images.audit.report import AuditReport
 from covid19_images.catalog import load_catalog
@@ -58,11 +59,13 @@ def write_datasheet(
     *,
     montage: pd.DataFrame | None = None,
     extra: Sequence[str] = (),
+    naive: NaiveSummary | None = None,
 ) -> None:
     """Write ``datasheet.md``, ``class_balance.png`` and ``samples.png`` into ``folder``.
 
     ``montage`` (uid, class, path of a PNG) picks the sample images when the manifest's paths
-    are not images (CT volumes); ``extra`` lines go before the duplicates section.
+    are not images (CT volumes); ``extra`` lines go before the duplicates section. ``naive``
+    (a naive build) puts the bold NAIVE warning first and says what was kept and split how.
     """
     catalog = load_catalog()
     by_split = manifest.groupby(["class", "split"]).size().unstack(fill_value=0)
@@ -70,12 +73,13 @@ def write_datasheet(
     by_split["total"] = by_split.sum(axis=1)
     by_source = manifest.groupby(["source", "class"]).size().unstack(fill_value=0)
     lines = [
-        f"# Datasheet: {recipe.name}",
+        *(datasheet_banner(recipe) if naive is not None else [f"# Datasheet: {recipe.name}"]),
         "",
         f"> **{RESEARCH_USE_NOTICE}**",
         "",
         recipe.description,
         "",
+        *(datasheet_section(naive, audit) if naive is not None else []),
         f"Built by covid19-images {__version__}. {len(manifest)} "
         f"{'samples (volumes or 2-D slices)' if 'level' in manifest else 'images'} of "
         f"{manifest['patient_id'].nunique()} known patients; "
@@ -125,8 +129,9 @@ def write_datasheet(
         "## Duplicates",
         "",
         f"{len(dedup.report.clusters)} clusters of copies found across and within sources "
-        f"({len(pairs)} pairs, {int(pairs['exact'].sum()) if len(pairs) else 0} exact); one "
-        f"copy of each was kept. {len(dedup.rejected)} candidate pairs with close perceptual "
+        f"({len(pairs)} pairs, {int(pairs['exact'].sum()) if len(pairs) else 0} exact); "
+        + ("every copy was kept (naive). " if naive is not None else "one copy of each was kept. ")
+        + f"{len(dedup.rejected)} candidate pairs with close perceptual "
         "hashes were different films (rejected on pixels). See `duplicates.csv`.",
         "",
     ]

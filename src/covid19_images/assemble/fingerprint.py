@@ -33,6 +33,7 @@ def inputs_fingerprint(
     base: Path,
     mirror: Path | str | None,
     max_pixels: int = MAX_PIXELS,
+    naive: bool = False,
 ) -> str:
     """A digest of everything a build reads: options, package data, every input file's stat.
 
@@ -54,6 +55,7 @@ def inputs_fingerprint(
                 size,
                 dicom,
                 max_pixels,
+                *(["naive"] if naive else []),
             ],
             sort_keys=True,
         ).encode()

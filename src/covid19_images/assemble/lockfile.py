@@ -26,8 +26,13 @@ def make_lock(
     used: dict[str, Located],
     missing: list[str],
     process: dict[str, Any],
+    naive: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The lock of a build (its ``manifest_sha256`` is added when the manifest is written)."""
+    """The lock of a build (its ``manifest_sha256`` is added when the manifest is written).
+
+    ``naive``: what a naive build (``build --naive``) kept and how it split; the lock then says
+    ``"naive": true`` and ``build --lock`` rebuilds it naive.
+    """
     files: dict[str, list[tuple[str, str]]] = {s: [] for s in used}
     for r in kept:
         files[r.source].append((r.path_raw, r.sha256_file or ""))
@@ -50,6 +55,8 @@ def make_lock(
             for s, located in sorted(used.items())
         },
         "sources_missing": sorted(missing),
+        "naive": naive is not None,
+        **({"naive_build": naive} if naive is not None else {}),
     }
 
 

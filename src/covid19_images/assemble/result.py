@@ -44,6 +44,8 @@ class BuildResult:
     """True when the folder was already built from the same inputs and nothing was redone."""
     fetch: SourcesReport | None = None
     """Sources downloaded for this build, downloads that failed, sources left to a person."""
+    naive: bool = False
+    """A naive build (``build --naive``): split by image at random, every copy kept."""
 
 
 @dataclass
@@ -69,6 +71,8 @@ class AssemblyJob:
     max_pixels: int = MAX_PIXELS
     progress: bool = False
     """Show a progress bar for every long step (on stderr)."""
+    naive: bool = False
+    """Keep every copy and split by image at random (:mod:`~covid19_images.assemble.naive`)."""
 
 
 def nothing_passes(recipe: Recipe, log: ProblemLog) -> str:

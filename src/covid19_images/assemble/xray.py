@@ -23,6 +23,14 @@ from covid19_images.assemble.dicoms import deid_salt, write_dicoms
 from covid19_images.assemble.fingerprint import write_state
 from covid19_images.assemble.folder import link, staging, write_tables
 from covid19_images.assemble.lockfile import check_lock, make_lock
+from covid19_images.assemble.naive import (
+    NaiveSummary,
+    fractions_of,
+    keep_copies,
+    mark_packed,
+    random_split,
+    summarize,
+)
 from covid19_images.assemble.recipe import Recipe
 from covid19_images.assemble.result import AssemblyJob, BuildError, BuildResult, nothing_passes
 from covid19_images.assemble.splits import split_records
@@ -65,20 +73,40 @@ def assemble_xray(
     )
     if not processed:
         raise BuildError(nothing_passes(recipe, log))
+    scratch = ProblemLog() if job.naive else log  # a naive build keeps the copies it finds
     dedup = deduplicate(
         processed,
         cache,
-        log,
+        scratch,
         **recipe.dedup.model_dump(),
         progress=job.progress,
     )
     kept = dedup.kept
+    if job.naive:
+        keep_copies(scratch, log, processed)
+        kept = dedup.kept = processed
     if job.dicom:
         write_dicoms(kept, roots, cache, deid_salt(job.base), executor, log)
     from covid19_images.audit import FileSignatures
 
     memo = FileSignatures()  # the split check's signatures, reused by the audit
-    if upstream:
+    naive: NaiveSummary | None = None
+    if job.naive:
+        fractions = fractions_of(recipe, kept, upstream)
+        splits = random_split([classes[r.uid] for r in kept], fractions, seed)
+        naive = summarize(
+            log,
+            dedup.pairs,
+            len(dedup.report.clusters),
+            fractions,
+            seed,
+            "image",
+            {r.uid: sp for r, sp in zip(kept, splits, strict=True)},
+        )
+        memo.prime(
+            [output_dir(cache, r.processed_key or "") / f"{size}.png" for r in kept], executor
+        )
+    elif upstream:
         splits = split_records(recipe, kept, classes, True, seed)
     else:
         splits = _leak_free_splits(
@@ -91,7 +119,16 @@ def assemble_xray(
         "version": params.version,
         "max_pixels": job.max_pixels,
     }
-    lock_data = make_lock(recipe, seed, size, kept, job.used, job.missing, process)
+    lock_data = make_lock(
+        recipe,
+        seed,
+        size,
+        kept,
+        job.used,
+        job.missing,
+        process,
+        naive.as_dict() if naive is not None else None,
+    )
     if job.locked is not None:
         check_lock(job.locked, lock_data)
     _write(
@@ -110,8 +147,9 @@ def assemble_xray(
         state=job.state,
         memo=memo,
         progress=job.progress,
+        naive=naive,
     )
-    return BuildResult(job.final, manifest, log, job.used, job.missing, dedup)
+    return BuildResult(job.final, manifest, log, job.used, job.missing, dedup, naive=job.naive)
 
 
 def _leak_free_splits(
@@ -188,6 +226,7 @@ def _write(
     state: str | None = None,
     memo: FileSignatures | None = None,
     progress: bool = False,
+    naive: NaiveSummary | None = None,
 ) -> None:
     from covid19_images.assemble.datasheet import write_datasheet
 
@@ -203,9 +242,11 @@ def _write(
             f"covid19-images {__version__}",
             progress=progress,
         )
+        if naive is not None:
+            mark_packed(tmp)
         report = write_tables(
             tmp, recipe, manifest, log, dedup, lock_data, expected_manifest, memo=memo
         )
-        write_datasheet(tmp, recipe, manifest, log, dedup, report, used, missing)
+        write_datasheet(tmp, recipe, manifest, log, dedup, report, used, missing, naive=naive)
         if state is not None:
             write_state(tmp, state)

@@ -127,7 +127,7 @@ def audit_dataset(
         raise AuditError(f"{folder}/manifest.parquet lacks columns {sorted(missing)}")
     dedup = _recipe_thresholds(folder)
     report = AuditReport(images=len(manifest))
-    report.shared_patients = _shared_patients(manifest)
+    report.shared_patients = _shared_patients(manifest, _slice_splits(folder))
     listed = _listed(folder, manifest)
     on_disk = {
         p.relative_to(folder).as_posix()
@@ -210,13 +210,43 @@ def _recipe_thresholds(folder: Path) -> dict[str, Any]:
     return dict(dedup) if isinstance(dedup, dict) else {}
 
 
-def _shared_patients(manifest: pd.DataFrame) -> list[dict[str, Any]]:
-    splits = manifest.dropna(subset=["patient_id"]).groupby("patient_id")["split"].unique()
-    return [
-        {"patient_id": str(p), "splits": sorted(str(x) for x in s)}
-        for p, s in splits.items()
-        if len(s) > 1
-    ]
+def _slice_splits(folder: Path) -> pd.DataFrame | None:
+    """A CT dataset's slices (uid, patient, split): a volume's slices can sit in other splits
+    than its manifest row (a hand-edited table, a naive build), and count as its patient's."""
+    path = folder / "slices.parquet"
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_parquet(path, columns=["uid", "patient_id", "split"])
+    except (OSError, ValueError, KeyError):
+        return None  # _listed reports an unreadable table
+
+
+def _shared_patients(
+    manifest: pd.DataFrame, slices: pd.DataFrame | None = None
+) -> list[dict[str, Any]]:
+    """Patients (from the manifest and a CT dataset's slices) in more than one split; a CT
+    sample without a patient id whose slices are in several splits counts as one too.
+
+    Example:
+        >>> rows = pd.DataFrame({"uid": ["a", "b"], "patient_id": ["p", "p"],
+        ...                      "split": ["train", "test"]})
+        >>> _shared_patients(rows)
+        [{'patient_id': 'p', 'splits': ['test', 'train']}]
+    """
+    rows = manifest[["uid", "patient_id", "split"]]
+    if slices is not None:
+        rows = pd.concat([rows, slices], ignore_index=True)
+    found: list[dict[str, Any]] = []
+    splits = rows.dropna(subset=["patient_id"]).groupby("patient_id")["split"].unique()
+    for p, s in splits.items():
+        if len(s) > 1:
+            found.append({"patient_id": str(p), "splits": sorted(str(x) for x in s)})
+    no_id = rows[rows["patient_id"].isna()].groupby("uid")["split"].unique()
+    for uid, s in no_id.items():
+        if len(s) > 1:
+            found.append({"patient_id": None, "uid": str(uid), "splits": sorted(str(x) for x in s)})
+    return found
 
 
 def _cross_split_duplicates(

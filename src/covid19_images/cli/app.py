@@ -286,8 +286,8 @@ def build_command(
         str,
         typer.Argument(
             metavar="RECIPE",
-            help="Recipe name (xray-covid, xray-binary, covidx, ct-covid, ct-lesion-seg) "
-            "or a recipe .toml.",
+            help="Recipe name (xray-covid, xray-binary, covidx, ct-covid, ct-binary, "
+            "ct-lesion-seg) or a recipe .toml.",
         ),
     ],
     out_dir: Annotated[
@@ -363,14 +363,26 @@ def build_command(
             show_default=False,
         ),
     ] = None,
+    naive: Annotated[
+        bool,
+        typer.Option(
+            "--naive",
+            help="Write RECIPE-naive/ instead: every copy kept, split by image at random, as "
+            "most notebooks do. Deliberately leaky, to measure how much that inflates metrics; "
+            "never report results from it.",
+        ),
+    ] = False,
 ) -> None:
     """Assemble a dataset: fetch, ingest, process, deduplicate, split by patient, write, audit."""
     from covid19_images.assemble.build import build
+    from covid19_images.assemble.naive import is_naive_choice
+    from covid19_images.assemble.naive import warning as naive_warning
     from covid19_images.assemble.recipe import load_recipe, parse_merge, with_options
     from covid19_images.process.image import MAX_PIXELS
 
     if lock is not None:
         given = {
+            "--naive": True if naive else None,
             "--views": views,
             "--adult-only/--any-age": adult_only,
             "--class": class_,
@@ -420,6 +432,7 @@ def build_command(
             fetch_progress=display.file,
             on_fetch=display.event,
             max_pixels=MAX_PIXELS if max_pixels is None else max_pixels,
+            naive=naive,
         )
     if result.up_to_date:
         out.print(
@@ -449,12 +462,18 @@ def build_command(
             highlight=False,
         )
     out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)
-    if audit["leakage"]:
+    if result.naive:  # leaky on purpose: say how much, and succeed
+        err.print(
+            f"[bold yellow]warning:[/] {escape(naive_warning(result.path))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    elif audit["leakage"]:
         err.print("[bold red]error:[/] the audit found leakage between splits (audit.json)")
         raise typer.Exit(1)
     # Recipe decisions (filtered, duplicate, augmented copy: "excluded") and metadata rows
     # whose file a partial download does not hold are not input problems.
-    if strict and result.problems.input_problems():
+    if strict and [p for p in result.problems.input_problems() if not is_naive_choice(p)]:
         raise typer.Exit(1)
 
 
