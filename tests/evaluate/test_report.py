@@ -22,7 +22,13 @@ from torchmetrics.classification import MulticlassCalibrationError
 
 from covid19_images import RESEARCH_USE_NOTICE
 from covid19_images.errors import Covid19ImagesError, EvaluationError
-from covid19_images.evaluate import Overlap, evaluate_predictions
+from covid19_images.evaluate import (
+    Overlap,
+    evaluate_predictions,
+    headline,
+    render_report,
+    summary_row,
+)
 from covid19_images.evaluate.metrics import bootstrap_ci
 
 CLASSES = ["covid19", "normal", "pneumonia"]
@@ -302,6 +308,17 @@ def test_report_layout(run: Any) -> None:
     assert text.endswith("second extra\n")
 
 
+def test_headline_and_summary_row(run: Any) -> None:
+    _, metrics, _ = run
+    lines = headline(metrics)
+    assert lines[0].startswith(f"per image ({metrics['image']['n_images']} images")
+    assert "per patient" in lines[1]
+    row = summary_row(metrics)
+    assert row["auroc_covid19"] == metrics["image"]["classes"]["covid19"]["auroc"]["value"]
+    assert row["balanced_accuracy"] == metrics["image"]["balanced_accuracy"]["value"]
+    assert summary_row(metrics, "patient")["n_patients"] == metrics["patient"]["n_patients"]
+
+
 def test_metrics_json_and_figures(run: Any) -> None:
     _, metrics, out = run
 
@@ -365,8 +382,14 @@ def test_an_explicit_validation_frame_sets_the_operating_point() -> None:
     for name in CLASSES:
         threshold = m["image"]["operating_point"]["classes"][name]["threshold"]
         assert threshold == pytest.approx(_youden(val, name))
-    with pytest.raises(EvaluationError, match="also scored"):
-        evaluate_predictions(external, classes=CLASSES, split="external", val=external)
+    assert m["val_rows_scored"] == 0
+    # scoring the validation rows themselves: allowed, counted and warned about
+    itself = evaluate_predictions(
+        pd.concat([val, val.assign(split="scored")]), classes=CLASSES, split="scored", n_boot=0
+    )
+    assert itself["val_rows_scored"] == len(val)
+    assert "optimistic" in render_report(itself)
+    assert any("optimistic" in line for line in headline(itself))
 
 
 def test_sensitivity_rule() -> None:

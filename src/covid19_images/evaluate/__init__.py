@@ -11,12 +11,20 @@ Matplotlib is imported only when figures are drawn.
 """
 
 from covid19_images.evaluate.external import Overlap, external_overlap
-from covid19_images.evaluate.report import SCHEMA_VERSION, evaluate_predictions, render_report
+from covid19_images.evaluate.report import (
+    SCHEMA_VERSION,
+    evaluate_predictions,
+    headline,
+    render_report,
+    summary_row,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
     "Overlap",
     "evaluate_predictions",
     "external_overlap",
+    "headline",
     "render_report",
+    "summary_row",
 ]

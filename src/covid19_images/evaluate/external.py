@@ -60,6 +60,11 @@ class Overlap:
         """Every uid to leave out, sorted."""
         return tuple(sorted({*self.copies, *self.same_patient}))
 
+    @property
+    def uids(self) -> tuple[str, ...]:
+        """The same as :attr:`left_out`: every uid to leave out."""
+        return self.left_out
+
     def counts(self) -> dict[str, int]:
         """``{"copies": n, "same_patient": n, "left_out": n}``."""
         return {

@@ -56,7 +56,9 @@ __all__ = [
     "MIN_UNITS_FOR_CI",
     "SCHEMA_VERSION",
     "evaluate_predictions",
+    "headline",
     "render_report",
+    "summary_row",
 ]
 
 SCHEMA_VERSION = 1
@@ -120,7 +122,8 @@ def _columns(frame: pd.DataFrame, classes: Sequence[str], what: str) -> pd.DataF
         )
     keep = [c for c in ("uid", "split", "source", "patient_id") if c in frame.columns]
     out = frame[keep + needed].copy()
-    out["class"] = out["class"].astype(object).where(out["class"].notna(), None)
+    labels = out["class"].astype(object)
+    out["class"] = [None if pd.isna(v) else str(v) for v in labels]  # classes are names
     return out
 
 
@@ -488,11 +491,17 @@ def _umask() -> int:
     return mask
 
 
+def _plain(text: object) -> str:
+    """Text that matplotlib shows as written (a ``$`` would start mathtext)."""
+    return str(text).replace("$", r"\$")
+
+
 def _draw(out: Path, title: str, curves: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
     """The ROC, reliability and confusion figures (matplotlib's Agg, no pyplot)."""
     from matplotlib.figure import Figure
 
-    classes = metrics["classes"]
+    classes = [_plain(c) for c in metrics["classes"]]
+    title = _plain(title)
 
     def save(fig: Figure, rel: str) -> None:
         _write_atomic(out / rel, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
@@ -500,13 +509,13 @@ def _draw(out: Path, title: str, curves: Mapping[str, Any], metrics: Mapping[str
     fig = Figure(figsize=(10, 4.6), layout="constrained")
     for ax, lvl in zip(fig.subplots(1, 2), LEVELS, strict=True):
         ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1)
-        for c in classes:
+        for c, shown in zip(metrics["classes"], classes, strict=True):
             if c not in curves[lvl]["roc"]:
                 continue
             fpr, tpr = curves[lvl]["roc"][c]
             entry = metrics[lvl]["classes"][c]
             auc = entry["auroc"]["value"]
-            (line,) = ax.plot(fpr, tpr, label=f"{c} (AUROC {_number(auc)})")
+            (line,) = ax.plot(fpr, tpr, label=f"{shown} (AUROC {_number(auc)})")
             sens, spec = entry["sensitivity"]["value"], entry["specificity"]["value"]
             if sens is not None and spec is not None:
                 ax.plot([1 - spec], [sens], "o", color=line.get_color())
@@ -706,15 +715,23 @@ def render_report(metrics: Mapping[str, Any], *, sections: Sequence[str] = ()) -
 
     lines += ["## Operating point", ""]
     val_name = metrics["val_split"]
+    where = f"the `{val_name}` rows" if val_name is not None else "the validation rows given"
     rule = metrics["rule"]
     described = "Youden's J" if rule == "youden" else f"`{rule}`"
     lines.append(
-        f"Chosen on the `{val_name}` rows by {described}, separately per image and per patient"
+        f"Chosen on {where} by {described}, separately per image and per patient"
         f" ({metrics['image']['operating_point']['n_val_rows']} images,"
         f" {metrics['patient']['operating_point']['n_val_rows']} patient rows), never on"
         f" `{metrics['split']}`: the scored split only measures it. A row is called positive for"
         " a class when its probability is at least the threshold."
     )
+    if metrics.get("val_rows_scored"):
+        lines += [
+            "",
+            f"**The operating point was chosen on {metrics['val_rows_scored']} of the rows"
+            " scored**: the sensitivity, specificity, PPV and NPV at it are optimistic (fitted and"
+            " measured on the same images); AUROC, balanced accuracy and ECE do not use it.",
+        ]
     fallback = [
         (lvl, c, p["reason"])
         for lvl in LEVELS
@@ -843,6 +860,60 @@ def render_report(metrics: Mapping[str, Any], *, sections: Sequence[str] = ()) -
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def headline(metrics: Mapping[str, Any]) -> list[str]:
+    """A few lines for a terminal from a ``metrics.json`` dict: AUROC per class with its
+    interval, balanced accuracy and ECE, per image and per patient.
+
+    Example:
+        >>> metrics = evaluate_predictions(frame, classes=["a", "b"])  # doctest: +SKIP
+        >>> headline(metrics)[0]  # doctest: +SKIP
+        'per image (117 images, 29 patients): AUROC a 0.910 [0.860, 0.951], b 0.906 ...'
+    """
+    lines = []
+    for lvl in LEVELS:
+        m = metrics[lvl]
+        aurocs = ", ".join(f"{c} {_cell(e['auroc'])}" for c, e in m["classes"].items())
+        lines.append(
+            f"per {lvl} ({m['n_images']} images, {m['n_patients']} patients): AUROC {aurocs};"
+            f" balanced accuracy {_cell(m['balanced_accuracy'])}; ECE {_cell(m['ece'])}"
+        )
+    fallback = sorted(
+        {
+            c
+            for lvl in LEVELS
+            for c, p in metrics[lvl]["operating_point"]["classes"].items()
+            if p["source"] != "val"
+        }
+    )
+    if fallback:
+        lines.append(f"no validation threshold for {', '.join(fallback)}: rates at the argmax")
+    if metrics.get("val_rows_scored"):
+        lines.append("the operating point was chosen on the rows scored: its rates are optimistic")
+    return lines
+
+
+def summary_row(metrics: Mapping[str, Any], level: str = "image") -> dict[str, Any]:
+    """One flat row of a ``metrics.json`` dict, for a table of runs (e.g. leave-one-source-out).
+
+    Keys: ``n_images``, ``n_patients``, ``auroc_<class>`` (None where undefined),
+    ``balanced_accuracy`` and ``ece``, at ``level`` (``"image"`` or ``"patient"``).
+
+    Example:
+        >>> metrics = evaluate_predictions(frame, classes=["a", "b"])  # doctest: +SKIP
+        >>> sorted(summary_row(metrics))  # doctest: +SKIP
+        ['auroc_a', 'auroc_b', 'balanced_accuracy', 'ece', 'n_images', 'n_patients']
+    """
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    m = metrics[level]
+    row: dict[str, Any] = {"n_images": m["n_images"], "n_patients": m["n_patients"]}
+    for c, e in m["classes"].items():
+        row[f"auroc_{c}"] = e["auroc"]["value"]
+    row["balanced_accuracy"] = m["balanced_accuracy"]["value"]
+    row["ece"] = m["ece"]["value"]
+    return row
+
+
 # ------------------------------------------------------------------------------- main
 
 
@@ -877,7 +948,9 @@ def evaluate_predictions(
         split: The split scored.
         val_split: The split whose rows choose the operating point (never ``split``).
         val: Rows to choose the operating point on instead of the ``val_split`` rows (for an
-            external set scored at the run's own validation operating point).
+            external set scored at the run's own validation operating point). Validation rows
+            that are also scored (the same ``uid``: scoring validation itself) are counted in
+            ``val_rows_scored`` and the report warns that the rates at the point are optimistic.
         rule: ``"youden"`` or ``"sensitivity:<target>"`` (:func:`metrics.operating_point`).
             Where validation has no rows or lacks a class, that class's rates use the argmax
             (recorded and reported).
@@ -936,13 +1009,9 @@ def evaluate_predictions(
     else:
         val_rows = _columns(val, names, "the validation frame").reset_index(drop=True)
         _check_rows(val_rows, names, "the validation frame")
-        if "uid" in val_rows.columns and "uid" in scored.columns:
-            shared = set(val_rows["uid"].dropna()) & set(scored["uid"].dropna())
-            if shared:
-                raise EvaluationError(
-                    f"{len(shared)} validation rows are also scored rows: the operating point"
-                    " must not see the rows it is scored on"
-                )
+    shared = 0
+    if "uid" in val_rows.columns and "uid" in scored.columns:
+        shared = len(set(val_rows["uid"].dropna()) & set(scored["uid"].dropna()))
 
     severity_order = list(severity) if severity is not None else names
     views = {
@@ -957,9 +1026,10 @@ def evaluate_predictions(
         "version": SCHEMA_VERSION,
         "title": title,
         "split": split,
-        "val_split": val_split if val is None else "given",
+        "val_split": val_split if val is None else None,
         "classes": names,
         "rule": rule,
+        "val_rows_scored": shared,
         "bootstrap": {"n": n_boot, "seed": seed, "level": level, "unit": "patient"},
         "ece_bins": ECE_BINS,
         "per_source_min_patients": MIN_UNITS_FOR_CI,
@@ -970,7 +1040,7 @@ def evaluate_predictions(
         rows, val_level = views[lvl]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            points = _choose_points(val_level, names, rule, str(metrics["val_split"]))
+            points = _choose_points(val_level, names, rule, val_split if val is None else "val")
         metrics[lvl], curves[lvl] = _level(
             rows, names, points, len(val_level), n_boot, seed, level, len(scored), counts
         )
