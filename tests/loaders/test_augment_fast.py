@@ -145,7 +145,7 @@ def test_label_maps_move_with_their_image(tmp_path: Path) -> None:
     )
     assert old_maps is not None
     for k in range(8):
-        assert not torch.equal(maps[k], torch.from_numpy(ds.packed.masks[k]).long())  # moved
+        assert not torch.equal(maps[k], torch.from_numpy(np.array(ds.packed.masks[k])).long())
         image, labelled = images[k, 0].numpy(), maps[k].numpy() == 3
         # the rectangle after contrast and brightness: brighter than the middle of its two levels
         inside, outside = np.median(image[labelled]), np.median(image[~labelled & (image > 0)])
