@@ -84,7 +84,11 @@ def write_datasheet(
         f"{'samples (volumes or 2-D slices)' if 'level' in manifest else 'images'} of "
         f"{manifest['patient_id'].nunique()} known patients; "
         f"{int(manifest['patient_id'].isna().sum())} images have no patient id upstream "
-        "(each is its own group in the split).",
+        + (
+            "(the split ignores patients)."
+            if naive is not None
+            else "(each is its own group in the split)."
+        ),
         "",
         *(
             [
