@@ -79,6 +79,7 @@ def train(
     overwrite: bool = False,
     progress: bool = False,
     evaluate: bool = True,
+    n_boot: int = 1000,
     log: Callable[[str], None] | None = None,
 ) -> Run:
     """Train ``config.model`` on ``dataset`` and write ``<out>/<name>/``.
@@ -94,6 +95,7 @@ def train(
         progress: Show a progress bar per epoch on stderr.
         evaluate: Evaluate the best model on val and test at the end (``metrics.json``,
             ``report.md``).
+        n_boot: Bootstrap resamples per confidence interval of that evaluation.
         log: Receives one line per epoch (e.g. ``print``).
 
     Returns:
@@ -286,7 +288,7 @@ def train(
     if evaluate:
         from covid19_images.train.assess import evaluate_run
 
-        evaluate_run(run)
+        evaluate_run(run, n_boot=n_boot, device=str(device))
     return run
 
 

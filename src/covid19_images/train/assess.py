@@ -1,0 +1,176 @@
+"""Evaluate a run: on its own test split, or on another built dataset (external validation).
+
+The operating point always comes from the run's own validation predictions: the threshold is
+part of the model, fitted once, and every test set only measures it. For another dataset the
+images that are copies of, or share a patient with, the run's training images are left out
+first and counted (``external_overlap`` in ``metrics.json``).
+
+Example:
+    >>> run = load_run("runs/xray-covid-resnet18-s0")  # doctest: +SKIP
+    >>> metrics = evaluate_run(run)  # doctest: +SKIP
+    >>> metrics = evaluate_run(run, dataset="datasets/covidx", out="external/")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from covid19_images.train.config import TrainError
+from covid19_images.train.data import open_part
+from covid19_images.train.run import Run, load_run
+
+SECTION_FILES = ("probe.md", "explain/energy.md")
+"""Markdown that ``probe --run`` and ``explain`` leave in a run folder, added to its report."""
+
+
+def evaluate_run(
+    run: Run | Path | str,
+    *,
+    dataset: Path | str | None = None,
+    split: str = "test",
+    out: Path | str | None = None,
+    rule: str = "youden",
+    n_boot: int = 1000,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Score ``run`` and write ``metrics.json``, ``report.md`` and ``figures/``.
+
+    Args:
+        run: A run folder (or :class:`Run`).
+        dataset: Another built dataset to evaluate on (default: the run's own).
+        split: The split scored (``test`` by default; ``val`` scores the data the threshold
+            was chosen on, and the report says so).
+        out: Where the files go (default: the run folder; for another dataset,
+            ``<run>/external/<dataset name>/``).
+        rule: The operating-point rule applied to the validation predictions (``youden`` or
+            ``sensitivity:<target>``).
+        n_boot: Bootstrap resamples (of patients) per confidence interval.
+        seed: Seed of the bootstrap.
+        device: Where the model runs when predictions must be computed.
+
+    Returns:
+        The metrics written to ``metrics.json``.
+    """
+    from covid19_images.evaluate.report import evaluate_predictions
+
+    run = run if isinstance(run, Run) else load_run(run)
+    if not run.complete:
+        raise TrainError(f"{run.path} did not finish training: resume it with `train --resume`")
+    own = run.predictions()
+    val = own[own["split"] == "val"]
+    overlap = None
+    target = evaluation_folder(run, dataset=dataset, out=out)
+    if dataset is None or _same(Path(dataset), run.dataset):
+        scored = own[own["split"] == split] if split in ("val", "test") else None
+        if scored is None or scored.empty:
+            scored = _predict_split(run, run.dataset, split, drop=set(), device=device)
+        where = run.config["dataset"]["recipe"]
+    else:
+        from covid19_images.evaluate.external import external_overlap
+        from covid19_images.loaders.api import resolve_dataset
+        from covid19_images.loaders.packed import LoadError
+
+        try:
+            other = resolve_dataset(dataset)
+        except LoadError as exc:
+            raise TrainError(str(exc)) from None
+        _check_classes(run, other)
+        found = external_overlap(run.dataset, other)
+        overlap = found.counts()
+        scored = _predict_split(run, other, split, drop=set(found.uids), device=device)
+        where = f"{other.name} (external)"
+    sections = [
+        (run.path / name).read_text(encoding="utf-8")
+        for name in SECTION_FILES
+        if (run.path / name).is_file() and target == run.path
+    ]
+    config = run.train_config
+    facts = {
+        "model": run.model_name,
+        "trained on": run.config["dataset"]["recipe"],
+        "evaluated on": f"{where}, split {split}",
+        "dataset lock sha256": run.config["dataset"].get("lock_sha256") or "none",
+        "size": f"{run.size} px",
+        "epochs run": run.config.get("epochs_run"),
+        "augment": config.augment,
+        "seed": config.seed,
+        "left out (leave-one-source-out)": config.leave_out or "none",
+    }
+    if run.config["dataset"].get("naive"):
+        facts["WARNING"] = "trained on a NAIVE dataset (split by image, not deduplicated)"
+    # A patient whose images carry different classes gets the most severe: normal first,
+    # covid19 last (the recipe's target), any other finding between.
+    severity = sorted(run.classes, key=lambda c: (c != "normal") + 2 * (c == "covid19"))
+    return evaluate_predictions(
+        scored.assign(split=split),
+        classes=run.classes,
+        out=target,
+        split=split,
+        val=val,
+        title=f"{run.model_name} on {where}",
+        facts=facts,
+        sections=sections,
+        rule=rule,
+        n_boot=n_boot,
+        seed=seed,
+        external_overlap=overlap,
+        severity=severity,
+    )
+
+
+def evaluation_folder(
+    run: Run, *, dataset: Path | str | None = None, out: Path | str | None = None
+) -> Path:
+    """Where :func:`evaluate_run` writes: ``out``, else the run folder, else for another
+    dataset ``<run>/external/<dataset name>/``."""
+    if out is not None:
+        return Path(out)
+    if dataset is None or _same(Path(dataset), run.dataset):
+        return run.path
+    return run.path / "external" / Path(dataset).name
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _check_classes(run: Run, other: Path) -> None:
+    from covid19_images.train.data import dataset_facts
+
+    theirs = dataset_facts(other)["classes"]
+    if theirs != run.classes:
+        raise TrainError(
+            f"{other} has classes {', '.join(theirs)}; the run predicts "
+            f"{', '.join(run.classes)}: evaluate on a dataset built with the same classes "
+            "(build it with --class to merge labels)"
+        )
+
+
+def _predict_split(
+    run: Run, folder: Path, split: str, *, drop: set[str], device: str
+) -> pd.DataFrame:
+    """Prediction rows of ``split`` of ``folder`` (rows of uids in ``drop`` left out)."""
+    import torch
+
+    from covid19_images.train.data import in_order, prepare
+
+    part = open_part(folder, split, drop=drop)
+    model = run.model(device=device)
+    outputs = []
+    with torch.inference_mode():
+        for images, _ in in_order(part, 64):
+            x = prepare(images, run.size, run.mean, run.std, torch.device(device))
+            outputs.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
+    probs = np.concatenate(outputs) if outputs else np.zeros((0, len(run.classes)))
+    frame = part.facts.drop(columns=["label"]).assign(split=split)
+    for k, name in enumerate(run.classes):
+        frame[f"prob_{name}"] = probs[:, k]
+    return frame
