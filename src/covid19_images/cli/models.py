@@ -1,0 +1,233 @@
+"""The model commands: ``train``, ``evaluate``, ``explain`` and ``probe`` (research use only).
+
+They import torch only when they run, so ``covid19-images --help`` stays fast and works
+without the ``[torch]`` extra.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from covid19_images import RESEARCH_USE_NOTICE
+from covid19_images.cli.app import _Command, _handled, app, err, out
+from covid19_images.models.registry import TORCH_INSTALL, available
+
+RunArgument = Annotated[
+    Path, typer.Argument(metavar="RUN", help="A run folder written by `train`.", show_default=False)
+]
+DeviceOption = Annotated[
+    str, typer.Option(metavar="DEVICE", help="auto (CUDA when present), cpu or cuda.")
+]
+
+
+def _require_torch() -> None:
+    import importlib.util
+
+    for module in ("torch", "timm", "safetensors"):
+        if importlib.util.find_spec(module) is None:
+            err.print(
+                f"[bold red]error:[/] the model commands need {module}: {TORCH_INSTALL}",
+                highlight=False,
+            )
+            raise typer.Exit(2)
+
+
+def _device(choice: str) -> str:
+    if choice not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, not {choice!r}")
+    if choice != "auto":
+        return choice
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@app.command("train", cls=_Command)
+@_handled
+def train_command(
+    dataset: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DATASET", help="A built dataset folder (or a recipe built in ./datasets)."
+        ),
+    ],
+    model: Annotated[
+        str, typer.Option("--model", metavar="NAME", help=f"One of: {', '.join(available())}.")
+    ] = "resnet18",
+    out_dir: Annotated[
+        Path, typer.Option("--out", metavar="DIR", help="Folder that receives the run folder.")
+    ] = Path("runs"),
+    name: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="Run folder name (default: DATASET-MODEL-sSEED)."),
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, metavar="N", help="Most epochs.")] = 10,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            min=16,
+            metavar="PX",
+            help="Input side (default: the dataset's packed size).",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=2, metavar="N", help="Images per step.")] = 32,
+    lr: Annotated[float, typer.Option(min=0.0, metavar="LR", help="Peak learning rate.")] = 1e-3,
+    augment: Annotated[
+        str, typer.Option(metavar="PRESET", help="none, light or standard.")
+    ] = "light",
+    seed: Annotated[int, typer.Option(min=0, metavar="N", help="Seed of everything random.")] = 0,
+    device: DeviceOption = "auto",
+    patience: Annotated[
+        int,
+        typer.Option(min=0, metavar="N", help="Stop after N epochs without a better val AUROC."),
+    ] = 5,
+    balance: Annotated[
+        str, typer.Option(metavar="HOW", help="class-weights (inverse frequency) or none.")
+    ] = "class-weights",
+    pretrained: Annotated[
+        str,
+        typer.Option(
+            metavar="WEIGHTS",
+            help="no, yes (the library's weights; needs internet), a checkpoint file, or "
+            "xrv:<weights>.",
+        ),
+    ] = "no",
+    workers: Annotated[int, typer.Option(min=0, metavar="N", help="Loader processes.")] = 0,
+    leave_out: Annotated[
+        str | None,
+        typer.Option(
+            "--leave-out",
+            metavar="SOURCE",
+            help="Hold out one source: train on the others, test on it.",
+        ),
+    ] = None,
+    loso: Annotated[
+        bool,
+        typer.Option("--loso", help="Leave-one-source-out: one run per source, and a summary."),
+    ] = False,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            min=1, metavar="N", help="Most steps per epoch (quick checks).", show_default=False
+        ),
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue a stopped run.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a run folder of that name.")] = False,
+) -> None:
+    """Train a model on a built dataset; write its run folder and evaluate it."""
+    _require_torch()
+    from covid19_images.train import TrainConfig, train
+    from covid19_images.train.loso import leave_one_source_out
+
+    if loso and leave_out:
+        raise ValueError("--loso holds out every source in turn; drop --leave-out")
+    weights: bool | str = {"no": False, "yes": True}.get(pretrained, pretrained)
+    config = TrainConfig(
+        model=model,
+        epochs=epochs,
+        size=size,
+        batch_size=batch_size,
+        lr=lr,
+        augment=augment,
+        seed=seed,
+        device=device,
+        patience=patience,
+        balance=balance,
+        pretrained=weights,
+        workers=workers,
+        leave_out=leave_out,
+        steps=steps,
+    )
+    log = lambda line: err.print(escape(line), highlight=False)  # noqa: E731
+    if loso:
+        summary = leave_one_source_out(
+            dataset, config, out=out_dir, name=name, overwrite=overwrite, progress=True, log=log
+        )
+        out.print(f"[green]{escape(str(summary))}[/]", highlight=False)
+        out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)
+        return
+    run = train(
+        dataset,
+        config,
+        out=out_dir,
+        name=name,
+        resume=resume,
+        overwrite=overwrite,
+        progress=True,
+        log=log,
+    )
+    _print_headline(run.path / "metrics.json")
+    out.print(f"[green]{escape(str(run.path))}[/] (report.md)", highlight=False)
+    out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)
+
+
+@app.command("evaluate", cls=_Command)
+@_handled
+def evaluate_command(
+    run: RunArgument,
+    dataset: Annotated[
+        Path | None,
+        typer.Option(
+            "--dataset",
+            metavar="DIR",
+            help="Evaluate on another built dataset (external validation).",
+            show_default=False,
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(metavar="SPLIT", help="The split scored.")] = "test",
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="Where the files go (default: the run folder; for --dataset, RUN/external/NAME).",
+            show_default=False,
+        ),
+    ] = None,
+    rule: Annotated[
+        str,
+        typer.Option(metavar="RULE", help="Operating point on val: youden or sensitivity:0.95."),
+    ] = "youden",
+    n_boot: Annotated[
+        int, typer.Option("--n-boot", min=0, metavar="N", help="Bootstrap resamples.")
+    ] = 1000,
+    device: DeviceOption = "auto",
+) -> None:
+    """Evaluate a run: per image and per patient, with patient-bootstrap intervals."""
+    _require_torch()
+    from covid19_images.train import load_run
+    from covid19_images.train.assess import evaluate_run, evaluation_folder
+
+    loaded = load_run(run)
+    evaluate_run(
+        loaded,
+        dataset=dataset,
+        split=split,
+        out=out_dir,
+        rule=rule,
+        n_boot=n_boot,
+        device=_device(device),
+    )
+    target = evaluation_folder(loaded, dataset=dataset, out=out_dir)
+    _print_headline(target / "metrics.json")
+    out.print(f"[green]{escape(str(target / 'report.md'))}[/]", highlight=False)
+    out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)
+
+
+def _print_headline(path: Path) -> None:
+    """A few lines of ``metrics.json``: AUROC per class with its interval."""
+    import json
+
+    try:
+        metrics: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    from covid19_images.evaluate.report import headline
+
+    for line in headline(metrics):
+        out.print(escape(line), highlight=False)
