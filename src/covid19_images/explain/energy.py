@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from PIL import Image
 
@@ -233,14 +234,15 @@ def _fmt(value: float, digits: int = 2) -> str:
 
 
 def energy_table(
-    shares: Sequence[float] | np.ndarray,
+    shares: npt.ArrayLike,
     classes: Sequence[str],
-    area: Sequence[float] | np.ndarray | None = None,
+    area: npt.ArrayLike | None = None,
 ) -> str:
     """A markdown table of CAM energy inside the lungs per class, and over all images.
 
     Args:
-        shares: per image, its :func:`energy_inside` share (NaN: no mask or no energy).
+        shares: per image, its :func:`energy_inside` share (NaN: no mask or no energy); a
+            list, an array or a pandas Series.
         classes: per image, the class to group by (the true class, say).
         area: per image, its :func:`mask_area` (the share an even map would have): adds a
             column to compare with.
@@ -257,11 +259,11 @@ def energy_table(
         | normal | 1 | 1 | 0.25 | 0.25 |
         | all | 3 | 2 | 0.50 | 0.50 |
     """
-    values = np.asarray(shares, dtype=np.float64)
+    values = np.asarray(shares, dtype=np.float64).reshape(-1)
     labels = [str(c) for c in classes]
     if len(labels) != len(values):
         raise ExplainError(f"{len(labels)} classes for {len(values)} shares")
-    areas = None if area is None else np.asarray(area, dtype=np.float64)
+    areas = None if area is None else np.asarray(area, dtype=np.float64).reshape(-1)
     if areas is not None and len(areas) != len(values):
         raise ExplainError(f"{len(areas)} areas for {len(values)} shares")
     header = "| class | images | with mask | energy in mask (mean) | (median) |"

@@ -12,7 +12,8 @@ Target layer per model (the last layer whose output still has a spatial layout):
 - ``densenet121``: ``features.norm5``, the final batch norm + ReLU over the last dense block;
   the head pools exactly this map.
 - ``inception_v3``: ``Mixed_7c``, the last Inception block (8 x 8 at 299 px, 5 x 5 at 224 px,
-  2 x 2 at 128 px and 1 x 1 below about 140 px, where the map is flat and carries no location).
+  2 x 2 at 128 px, 1 x 1 below 128 px: there the map is flat and carries no location, and
+  :func:`grad_cam` warns).
 - ``resnet18``: ``layer4[-1]``, the last residual block's output.
 - ``resnet18_cbam``: also ``layer4[-1]``, the **block output**, not its CBAM module. In timm's
   block the CBAM sits inside the residual branch (``conv -> bn -> CBAM``, then ``+ shortcut`` and
@@ -37,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -215,9 +217,15 @@ def grad_cam(
         batch_size: images per forward/backward pass.
 
     Each map is scaled to [0, 1] by pytorch-grad-cam (minus its minimum, over its maximum); a map
-    without positive evidence is all zeros. The model is left as it was: the same parameters,
-    ``.grad`` and ``requires_grad``, train/eval mode of every module, and no hooks (Grad-CAM runs
-    it in eval mode, so batch norm uses its running statistics and dropout is off).
+    without positive evidence is all zeros, and so is every map where the target layer is a
+    single cell for this input size (``inception_v3`` below 128 px, the other CNNs at 32 px; a
+    warning says so). The maps have the resolution of the layer, upsampled: input / 32 for the
+    CNNs, input / 16 for the ViTs, so a finding smaller than a cell cannot be outlined.
+
+    The model is left as it was: the same parameters, ``.grad`` and ``requires_grad``, train/eval
+    mode of every module, and no hooks (Grad-CAM runs it in eval mode, so batch norm uses its
+    running statistics and dropout is off). The weights get no gradient: the input requires
+    grad instead, which is all the maps need.
 
     Example:
         >>> import torch
@@ -288,11 +296,14 @@ def grad_cam_with_logits(
                 maps = cam(input_tensor=batch, targets=chosen)
                 cams.append(np.asarray(maps, dtype=np.float32).reshape(-1, height, width))
                 logits.append(cam.outputs.detach().float().cpu().numpy())
+                if start == 0:
+                    _warn_if_flat(name, cam.activations_and_grads.activations, height, width)
                 cam.outputs = None
                 cam.activations_and_grads.clear()
     finally:
         if cam is not None:
             cam.activations_and_grads.release()
+            del cam
         for p, (requires_grad, grad) in zip(params, saved, strict=True):
             p.requires_grad_(requires_grad)
             p.grad = grad
@@ -302,3 +313,13 @@ def grad_cam_with_logits(
         return np.zeros((0, height, width), np.float32), np.zeros((0, 0), np.float32)
     out = np.clip(np.nan_to_num(np.concatenate(cams), nan=0.0), 0.0, 1.0).astype(np.float32)
     return out, np.concatenate(logits).astype(np.float32)
+
+
+def _warn_if_flat(name: str, activations: list[torch.Tensor], height: int, width: int) -> None:
+    """Warn where the target layer is one cell: its map is flat, a constant with no location."""
+    if activations and tuple(activations[0].shape[-2:]) == (1, 1):
+        warnings.warn(
+            f"{name}: the Grad-CAM layer {CAM_TARGETS[name].path} is 1x1 for a {height}x{width} "
+            "input, so the maps are flat (no location); explain larger inputs",
+            stacklevel=3,
+        )
