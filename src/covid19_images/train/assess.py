@@ -84,11 +84,7 @@ def evaluate_run(
         overlap = found.counts()
         scored = _predict_split(run, other, split, drop=set(found.uids), device=device)
         where = f"{other.name} (external)"
-    sections = [
-        (run.path / name).read_text(encoding="utf-8")
-        for name in SECTION_FILES
-        if (run.path / name).is_file() and target == run.path
-    ]
+    sections = report_sections(run) if target == run.path else []
     config = run.train_config
     facts = {
         "model": run.model_name,
@@ -174,3 +170,27 @@ def _predict_split(
     for k, name in enumerate(run.classes):
         frame[f"prob_{name}"] = probs[:, k]
     return frame
+
+
+def report_sections(run: Run) -> list[str]:
+    """The markdown sections ``probe --run`` and ``explain`` left in the run folder."""
+    return [
+        (run.path / name).read_text(encoding="utf-8")
+        for name in SECTION_FILES
+        if (run.path / name).is_file()
+    ]
+
+
+def refresh_report(run: Run) -> None:
+    """Render the run's ``report.md`` again from its ``metrics.json`` with the current
+    sections (after ``probe --run`` or ``explain`` wrote theirs); no metric is recomputed."""
+    import json
+
+    from covid19_images.atomic import write_text
+    from covid19_images.evaluate.report import render_report
+
+    file = run.path / "metrics.json"
+    if not file.is_file():
+        return  # evaluate writes the report, with the sections, when it runs
+    metrics = json.loads(file.read_text(encoding="utf-8"))
+    write_text(run.path / "report.md", render_report(metrics, sections=report_sections(run)))
