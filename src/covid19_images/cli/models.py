@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from covid19_images import RESEARCH_USE_NOTICE
-from covid19_images.cli.app import _Command, _handled, app, err, out
+from covid19_images.cli.app import MirrorOption, RootOption, _Command, _handled, app, err, out
 from covid19_images.models.registry import TORCH_INSTALL, available
 
 RunArgument = Annotated[
@@ -116,8 +116,14 @@ def train_command(
             min=1, metavar="N", help="Most steps per epoch (quick checks).", show_default=False
         ),
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue a stopped run.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace a run folder of that name.")] = False,
+    n_boot: Annotated[
+        int,
+        typer.Option("--n-boot", min=0, metavar="N", help="Bootstrap resamples of the evaluation."),
+    ] = 1000,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a stopped run.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a run folder of that name.")
+    ] = False,
 ) -> None:
     """Train a model on a built dataset; write its run folder and evaluate it."""
     _require_torch()
@@ -146,7 +152,14 @@ def train_command(
     log = lambda line: err.print(escape(line), highlight=False)  # noqa: E731
     if loso:
         summary = leave_one_source_out(
-            dataset, config, out=out_dir, name=name, overwrite=overwrite, progress=True, log=log
+            dataset,
+            config,
+            out=out_dir,
+            name=name,
+            overwrite=overwrite,
+            progress=True,
+            log=log,
+            n_boot=n_boot,
         )
         out.print(f"[green]{escape(str(summary))}[/]", highlight=False)
         out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)
@@ -160,6 +173,7 @@ def train_command(
         overwrite=overwrite,
         progress=True,
         log=log,
+        n_boot=n_boot,
     )
     _print_headline(run.path / "metrics.json")
     out.print(f"[green]{escape(str(run.path))}[/] (report.md)", highlight=False)
@@ -231,3 +245,57 @@ def _print_headline(path: Path) -> None:
 
     for line in headline(metrics):
         out.print(escape(line), highlight=False)
+
+
+@app.command("explain", cls=_Command)
+@_handled
+def explain_command(
+    run: RunArgument,
+    images: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="IMAGES",
+            help="Uids of the run's dataset or image files (default: --n of --split).",
+            show_default=False,
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(metavar="SPLIT", help="Split to choose from.")] = "test",
+    n: Annotated[
+        int, typer.Option("--n", min=1, metavar="N", help="Images to choose, across classes.")
+    ] = 16,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="Where the files go (default: RUN/explain).",
+            show_default=False,
+        ),
+    ] = None,
+    root: RootOption = None,
+    mirror: MirrorOption = None,
+    device: DeviceOption = "auto",
+) -> None:
+    """Grad-CAM overlays and montages of a run's model; lung-energy shares in its report."""
+    _require_torch()
+    from covid19_images.explain.run import explain_run
+
+    result = explain_run(
+        run,
+        images or (),
+        split=split,
+        n=n,
+        out=out_dir,
+        root=root,
+        mirror=mirror,
+        device=_device(device),
+    )
+    shares = result.table["lung_energy"].dropna()
+    if len(shares):
+        out.print(
+            f"Grad-CAM energy inside the lungs: mean {shares.mean():.2f} over {len(shares)} "
+            f"images with a lung mask (of {len(result.table)})",
+            highlight=False,
+        )
+    out.print(f"[green]{escape(str(result.folder))}[/] ({len(result.table)} images)")
+    out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)

@@ -25,6 +25,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,9 @@ from covid19_images.explain.energy import (
 )
 from covid19_images.explain.figures import class_montages, save_overlays
 from covid19_images.train.run import Run, load_run
+
+if TYPE_CHECKING:
+    import torch
 
 ENERGY = "energy.md"
 
@@ -183,7 +187,7 @@ def _any_mask(value: object) -> bool:
     return any(not f.endswith((".nii", ".nii.gz")) for f in files)
 
 
-def _read_file(name: str, size: int) -> object:
+def _read_file(name: str, size: int) -> torch.Tensor:
     """An image file as a 0-1 tensor (1 x 1 x size x size), grey."""
     import torch
     from PIL import Image, UnidentifiedImageError

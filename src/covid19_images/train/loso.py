@@ -40,6 +40,7 @@ def leave_one_source_out(
     overwrite: bool = False,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    n_boot: int = 1000,
 ) -> Path:
     """Train one run per source held out, under ``<out>/<name>/``, and write a summary.
 
@@ -67,7 +68,14 @@ def leave_one_source_out(
         one = TrainConfig.from_dict({**config.to_dict(), "leave_out": source})
         try:
             run = train(
-                folder, one, out=base, name=source, overwrite=overwrite, progress=progress, log=log
+                folder,
+                one,
+                out=base,
+                name=source,
+                overwrite=overwrite,
+                progress=progress,
+                log=log,
+                n_boot=n_boot,
             )
         except TrainError as exc:  # e.g. one class left in training: a row, not a failure
             rows.append({"source": source, "images": counts[source], "note": str(exc)})
