@@ -5,9 +5,10 @@
 the class number (``dataset.classes`` names them). Batches are read with one memory copy
 (``__getitems__``, which ``DataLoader`` uses for batched fetching). Augmentation warps each
 uint8 image with OpenCV and converts it to normalised float through a per-image table
-(:func:`covid19_images.loaders.warp.augment_batch`), about 14 times faster per core than
-``affine_grid``/``grid_sample`` on float batches. A trainer that prefers the geometry on its GPU
-reads plain batches and calls :func:`apply_draws` there with :meth:`CovidImageDataset.draws`.
+(:func:`covid19_images.loaders.warp.augment_batch`), about 7 times faster per core than
+``affine_grid``/``grid_sample`` on float batches (``benchmarks/loaders.py --augment-only``).
+A trainer that prefers the geometry on its GPU reads plain batches and calls
+:func:`apply_draws` there with :meth:`CovidImageDataset.draws`.
 Random values come from a generator seeded by (seed, epoch, index): the same in any worker,
 and torch's and numpy's global state are never touched. Call ``set_epoch(n)`` each epoch for
 new draws.
