@@ -90,3 +90,30 @@ def test_bad_input_is_one_line_without_traceback(
         assert result.exit_code in (1, 2), (args, result.output)
         assert expected in " ".join(result.output.split()), (args, result.output)
         assert "Traceback" not in result.output
+
+
+def test_external_evaluation_leaves_out_planted_copies_and_patients(
+    run_dir: Path, xray_dataset: BuildResult, tmp_path: Path
+) -> None:
+    other = tmp_path / "external"
+    shutil.copytree(xray_dataset.path, other)
+    manifest = pd.read_parquet(other / "manifest.parquet")
+    train = manifest[manifest["split"] == "train"]
+    with_patient = train[train["patient_id"].notna()].iloc[0]
+    test_rows = manifest.index[manifest["split"] == "test"]
+    copy, same_patient = test_rows[0], test_rows[1]
+    manifest.loc[copy, "sha256_pixels"] = train.iloc[0]["sha256_pixels"]
+    manifest.loc[same_patient, "patient_id"] = with_patient["patient_id"]
+    manifest.to_parquet(other / "manifest.parquet", index=False)
+
+    out = tmp_path / "report"
+    result = runner.invoke(
+        app,
+        ["evaluate", str(run_dir), "--dataset", str(other), "--out", str(out), "--n-boot", "10"],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    overlap = metrics["external_overlap"]
+    assert overlap["copies"] >= 1 and overlap["same_patient"] >= 1
+    assert metrics["image"]["n_images"] == len(test_rows) - overlap["left_out"]
+    assert "external" in (out / "report.md").read_text().lower()

@@ -81,8 +81,16 @@ def evaluate_run(
             raise TrainError(str(exc)) from None
         _check_classes(run, other)
         found = external_overlap(run.dataset, other)
-        overlap = found.counts()
-        scored = _predict_split(run, other, split, drop=set(found.uids), device=device)
+        # Count what is left out of the split scored, not of the whole other dataset.
+        in_split = set(open_part(other, split).facts["uid"])
+        copies = [u for u in found.copies if u in in_split]
+        patients = [u for u in found.same_patient if u in in_split]
+        overlap = {
+            "copies": len(copies),
+            "same_patient": len(patients),
+            "left_out": len(copies) + len(patients),
+        }
+        scored = _predict_split(run, other, split, drop=set(copies + patients), device=device)
         where = f"{other.name} (external)"
     sections = report_sections(run) if target == run.path else []
     config = run.train_config
