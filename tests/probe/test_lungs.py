@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from covid19_images.explain.energy import load_masks
 from covid19_images.probe import (
     LUNG_ELLIPSES,
     ProbeError,
     draw_lung_region,
     lung_region,
     lungs_removed,
-    read_lung_mask,
 )
 from covid19_images.process.image import decode_image
 from tests.probe._fake import chest, rows, write_dataset
@@ -95,8 +95,8 @@ def test_a_predict_of_the_wrong_shape_is_refused(folder: Path) -> None:
         lungs_removed(lambda images: np.zeros((len(images), 3)), folder)
 
 
-def test_a_mask_is_cut_like_the_image(tmp_path: Path) -> None:
-    # a wide frame with a bright block; the build's decode makes the packed copy
+def test_a_real_mask_lines_up_with_the_packed_image(tmp_path: Path) -> None:
+    # a wide frame with a bright block; the build's own decode makes the packed copy
     frame = np.full((80, 120), 40, dtype=np.uint8)
     frame[20:60, 25:55] = 220  # the block straddles the left crop edge (x = 20)
     Image.fromarray(frame).save(tmp_path / "image.png")
@@ -104,12 +104,32 @@ def test_a_mask_is_cut_like_the_image(tmp_path: Path) -> None:
     bright = copy > 130
     mask = np.where(frame > 130, 255, 0).astype(np.uint8)
     Image.fromarray(mask).save(tmp_path / "mask.png")
-    # the mask at another resolution (as the COVID-19 Radiography Database ships them)
+    # the mask at another resolution too (as the COVID-19 Radiography Database ships them)
     Image.fromarray(mask).resize((60, 40), Image.Resampling.NEAREST).save(tmp_path / "half.png")
-    for name in ("mask.png", "half.png"):
-        got = read_lung_mask(tmp_path / name, 120, 80, 32)
+    manifest = rows({"train": 2, "val": 2, "test": 2}, ["ieee8023"], CLASSES)
+    manifest["width"], manifest["height"] = 120, 80
+    manifest["mask_paths"] = [[], [], [], [], ["mask.png"], ["half.png"]]
+    images = np.stack([copy] * 6)
+    folder = write_dataset(tmp_path / "ds", manifest, images, CLASSES)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        seen.append(batch.copy())
+        return np.full((len(batch), 2), 0.5)
+
+    seen: list[np.ndarray] = []
+    result = lungs_removed(predict, folder, mirror=tmp_path.parent, root=tmp_path, n_boot=5)
+    assert result.real_masks == 0  # the source folder is not found: the fixed region
+    assert "could not be read" in result.notes[0]
+    masks = load_masks(manifest[manifest["split"] == "test"], 32, folders={"ieee8023": tmp_path})
+    for got in masks:
+        assert got is not None
         overlap = (got & bright).sum() / (got | bright).sum()
-        assert overlap > 0.9, (name, overlap)
+        assert overlap > 0.9, overlap
+    seen.clear()
+    result = lungs_removed(predict, folder, masks=lambda row: masks[int(row["uid"][-1])], n_boot=5)
+    assert result.real_masks == 2
+    blacked = seen[1]
+    assert (blacked[:, bright] == 0).mean() > 0.9 and (blacked[:, ~bright] != 0).mean() > 0.9
 
 
 def test_the_figure_draws_the_region(folder: Path, tmp_path: Path) -> None:
@@ -122,14 +142,18 @@ def test_the_figure_draws_the_region(folder: Path, tmp_path: Path) -> None:
 
 
 def test_the_region_covers_most_of_real_lung_masks(shared_sources: Path) -> None:
-    folder = shared_sources / "ieee8023-covid-chestxray" / "annotations" / "lungVAE-masks"
-    paths = sorted(folder.glob("*.png"))[:60]
+    root = shared_sources / "ieee8023-covid-chestxray"
+    paths = sorted((root / "annotations" / "lungVAE-masks").glob("*.png"))[:60]
     assert len(paths) >= 40, "too few ieee8023 lung masks to measure the region on"
+    frame = pd.DataFrame(
+        {
+            "source": "ieee8023",
+            "mask_paths": [[str(p.relative_to(root))] for p in paths],
+        }
+    )
     coverage, outside = [], []
-    for path in paths:
-        with Image.open(path) as img:
-            width, height = img.size
-        mask = read_lung_mask(path, width, height, SIZE)
+    for mask in load_masks(frame, SIZE, folders={"ieee8023": root}):
+        assert mask is not None
         coverage.append((mask & REGION).sum() / mask.sum())
         outside.append((~mask & REGION).sum() / (~mask).sum())
     assert np.mean(coverage) > 0.8, np.mean(coverage)

@@ -12,8 +12,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from covid19_images.assemble.build import build
+from covid19_images.explain.energy import load_masks
 from covid19_images.loaders.packed import open_split
-from covid19_images.probe import probe, read_lung_mask, write_probe
+from covid19_images.probe import probe, write_probe
 from covid19_images.process.executor import LocalExecutor
 
 
@@ -75,12 +76,10 @@ def test_real_figures(built: Path, shared_sources: Path) -> None:
     has_mask = rows["mask_paths"].map(len).to_numpy() > 0
     assert lungs.real_masks == int(has_mask.sum()) > 0
     masked = np.concatenate(seen[len(seen) // 2 :])
-    root = shared_sources / "ieee8023-covid-chestxray"
+    real = load_masks(rows.reset_index(), 64, mirror=shared_sources)
     for k in np.flatnonzero(has_mask):
-        row = rows.iloc[k]
-        mask = read_lung_mask(
-            root / row["mask_paths"][0], int(row["width"]), int(row["height"]), 64
-        )
+        mask = real[k]
+        assert mask is not None
         assert (masked[k][mask] == 0).all()
         assert not np.array_equal(masked[k], test.images[k])
 

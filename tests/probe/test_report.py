@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,12 @@ def folder(tmp_path: Path) -> Path:
     return write_dataset(tmp_path / "ds", manifest, images, CLASSES)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _no_nan(text: str) -> object:
     def refuse(value: str) -> None:
         raise AssertionError(f"{value} in the JSON")
@@ -32,6 +40,7 @@ def _no_nan(text: str) -> object:
 
 def test_probe_writes_its_files_and_one_datasheet_section(folder: Path) -> None:
     lock = (folder / "lock.json").read_bytes()
+    (folder / "datasheet.md").chmod(0o644)
     uniform = probe(folder, lambda images: np.full((len(images), 3), 1 / 3), n_boot=20)
     assert uniform.lungs is not None and uniform.lungs.auroc["covid19"] is not None
     assert uniform.lungs.auroc["covid19"].point == pytest.approx(0.5)
@@ -56,6 +65,8 @@ def test_probe_writes_its_files_and_one_datasheet_section(folder: Path) -> None:
     assert sheet.count("## Shortcut probes") == 1 and "### Lungs removed" not in sheet
     assert sheet.count("## Samples") == 1
     assert (folder / "lock.json").read_bytes() == lock
+    assert stat.S_IMODE((folder / "datasheet.md").stat().st_mode) == 0o644  # still readable
+    assert stat.S_IMODE((folder / "probe.json").stat().st_mode) & 0o044 == 0o044 & ~_umask()
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
     assert (folder / "probe.md").read_text().startswith("## Shortcut probes")
 

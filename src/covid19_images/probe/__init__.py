@@ -28,7 +28,6 @@ from covid19_images.probe.lungs import (
     draw_lung_region,
     lung_region,
     lungs_removed,
-    read_lung_mask,
 )
 from covid19_images.probe.report import (
     ProbeResult,
@@ -56,7 +55,6 @@ __all__ = [
     "lung_region",
     "lungs_removed",
     "probe",
-    "read_lung_mask",
     "replace_section",
     "source_predictability",
     "weak_model",

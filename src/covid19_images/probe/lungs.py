@@ -8,7 +8,8 @@ Information Fusion 76) found exactly that for models trained on the usual COVID-
 
 The lung fields come from a real lung mask where the manifest names one of a source known to
 ship lung masks (:data:`LUNG_MASK_SOURCES`), read at the packed size with the geometry of the
-build (centre square, then nearest-neighbour resampling); elsewhere from a fixed region,
+build by :func:`covid19_images.explain.energy.load_masks` (centre square, then
+nearest-neighbour resampling); elsewhere from a fixed region,
 :data:`LUNG_ELLIPSES`: two ellipses where the lungs of a frontal (PA or AP) radiograph lie in
 its centre square. Their geometry was fitted to the 209 lungVAE lung masks of the ieee8023
 collection (read at 64 px as above): among symmetric pairs of ellipses that black out at most
@@ -22,6 +23,7 @@ mediastinum strip and the flanks stay visible.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ from PIL import Image, ImageDraw
 
 from covid19_images.errors import Covid19ImagesError
 from covid19_images.evaluate.metrics import BootstrapCI
+from covid19_images.explain.energy import load_masks
 from covid19_images.probe._data import (
     auroc_ci,
     ci_dict,
@@ -51,7 +54,6 @@ __all__ = [
     "draw_lung_region",
     "lung_region",
     "lungs_removed",
-    "read_lung_mask",
 ]
 
 LUNG_ELLIPSES: Final = ((0.24, 0.42, 0.22, 0.36), (0.76, 0.42, 0.22, 0.36))
@@ -90,35 +92,6 @@ def lung_region(
     return region
 
 
-def read_lung_mask(path: Path | str, width: int, height: int, size: int) -> np.ndarray:
-    """A lung mask file as a ``size`` x ``size`` boolean array aligned with the packed image.
-
-    The build makes an image's copy from the centre square of the frame (the short side,
-    centred); the mask, first resampled to the image's ``width`` x ``height`` where it differs
-    (the COVID-19 Radiography Database's masks are 256 px for 299 px images), is cropped the
-    same way and resampled to ``size`` with nearest neighbour. A pixel is lung where the mask
-    is over half its maximum.
-
-    Example:
-        >>> import tempfile
-        >>> mask = np.zeros((40, 80), dtype=np.uint8); mask[:, 20:40] = 255  # 80 wide, 40 high
-        >>> with tempfile.TemporaryDirectory() as tmp:
-        ...     _ = Image.fromarray(mask).save(f"{tmp}/m.png")
-        ...     read_lung_mask(f"{tmp}/m.png", 80, 40, 4).astype(int).tolist()[0]
-        [1, 1, 0, 0]
-    """
-    with Image.open(path) as img:
-        mask = img.convert("L")
-        if mask.size != (width, height):
-            mask = mask.resize((width, height), Image.Resampling.NEAREST)
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        square = mask.crop((left, top, left + side, top + side))
-        pixels = np.asarray(square.resize((size, size), Image.Resampling.NEAREST))
-    top_value = int(pixels.max())
-    return pixels > top_value / 2 if top_value else np.zeros((size, size), dtype=bool)
-
-
 MaskSpec = Literal["auto", "region"] | Callable[[pd.Series], "np.ndarray | None"]
 
 
@@ -136,50 +109,26 @@ def _masks(
     notes: list[str] = []
     if masks == "region":
         return out, real, notes
-    roots: dict[str, Path | None] = {}
-    missing: dict[str, int] = {}
-    for i, (_, row) in enumerate(rows.iterrows()):
-        found: np.ndarray | None = None
-        if callable(masks):
-            found = masks(row)
-        else:
-            paths = row.get("mask_paths")
-            source = str(row.get("source"))
-            if paths is None or source not in LUNG_MASK_SOURCES or len(paths) == 0:
-                continue
-            if source not in roots:
-                roots[source] = _source_root(source, mirror, root)
-            base = roots[source]
-            if base is None:
-                missing[source] = missing.get(source, 0) + 1
-                continue
-            try:
-                width, height = int(row["width"]), int(row["height"])
-                found = np.zeros((size, size), dtype=bool)
-                for rel in paths:
-                    found |= read_lung_mask(base / str(rel), width, height, size)
-            except (OSError, ValueError, TypeError):
-                missing[source] = missing.get(source, 0) + 1
-                found = None
-        if found is not None and found.any():
-            out[i] = np.asarray(found, dtype=bool)
+    if callable(masks):
+        found = [masks(row) for _, row in rows.iterrows()]
+    else:
+        keep = rows["source"].isin(list(LUNG_MASK_SOURCES)).to_numpy()
+        paths = [p if k else [] for p, k in zip(rows["mask_paths"], keep, strict=True)]
+        lung_rows = rows.assign(mask_paths=pd.Series(paths, index=rows.index, dtype=object))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            found = list(load_masks(lung_rows, size, root=root, mirror=mirror, on_error="warn"))
+        failed = [str(w.message) for w in caught if "mask" in str(w.message)]
+        if failed:
+            notes.append(
+                f"{len(failed)} lung mask(s) could not be read, the fixed region stands in "
+                f"(first: {failed[0]})."
+            )
+    for i, mask in enumerate(found):
+        if mask is not None and np.asarray(mask).any():
+            out[i] = np.asarray(mask, dtype=bool)
             real[i] = True
-    for source, count in sorted(missing.items()):
-        notes.append(
-            f"{count} {source} lung mask(s) could not be read (source folder not found: pass "
-            "mirror= or root=, as for the build): the fixed region stands in."
-        )
     return out, real, notes
-
-
-def _source_root(source: str, mirror: Path | str | None, root: Path | str | None) -> Path | None:
-    from covid19_images.fetch import locate
-
-    try:
-        found = locate(source, root, mirror)
-    except Covid19ImagesError:
-        return None
-    return None if found is None else found.path
 
 
 def _predict(predict: Predict, images: np.ndarray, k: int, batch: int) -> np.ndarray:

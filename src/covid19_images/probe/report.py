@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
+import stat
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 
-from covid19_images.probe._data import json_dict, read_manifest
+from covid19_images.atomic import replacing
+from covid19_images.explain.energy import load_masks
+from covid19_images.probe._data import fmt, fmt_ci, json_dict, read_manifest
 from covid19_images.probe.demographics import Demographics, demographics
 from covid19_images.probe.lungs import (
     LUNG_MASK_SOURCES,
@@ -21,7 +26,6 @@ from covid19_images.probe.lungs import (
     Predict,
     draw_lung_region,
     lungs_removed,
-    read_lung_mask,
 )
 from covid19_images.probe.source import SourceProbe, source_predictability
 from covid19_images.probe.weak import WeakModel, weak_model
@@ -77,8 +81,6 @@ class ProbeResult:
 
     def summary(self) -> list[str]:
         """One sentence per probe."""
-        from covid19_images.probe._data import fmt, fmt_ci
-
         lines = []
         if self.source.ran:
             lines.append(
@@ -172,18 +174,25 @@ def probe(
     return result
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed over it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """:func:`covid19_images.atomic.replacing`, the file keeping the mode of the one it
+    replaces (a new file gets the usual ``0o666`` less the umask, not the temporary file's
+    ``0o600``), so a dataset others read stays readable to them."""
+    if path.exists():
+        mode = stat.S_IMODE(path.stat().st_mode)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    with replacing(path) as tmp:
+        yield tmp
+        tmp.chmod(mode)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with _replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_files(
@@ -205,41 +214,30 @@ def write_files(
     written = []
     figure = None
     if result.lungs is not None and folder is not None:
-        tmp = out / f".{PROBE_FIGURE}.tmp.png"
-        draw_lung_region(tmp, folder, result.lungs.split, masks=_real_masks(folder, mirror, root))
-        tmp.replace(out / PROBE_FIGURE)
+        with _replacing(out / PROBE_FIGURE) as tmp:
+            real = _real_masks(folder, mirror, root)
+            draw_lung_region(tmp, folder, result.lungs.split, masks=real)
         written.append(out / PROBE_FIGURE)
         figure = PROBE_FIGURE
-    _write_atomic(out / PROBE_JSON, json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
-    _write_atomic(out / PROBE_MD, result.to_markdown(level=2, figure=figure))
+    text = json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"
+    _write_text(out / PROBE_JSON, text)
+    _write_text(out / PROBE_MD, result.to_markdown(level=2, figure=figure))
     return [out / PROBE_JSON, out / PROBE_MD, *written]
 
 
 def _real_masks(
     folder: Path, mirror: Path | str | None, root: Path | str | None, limit: int = 500
 ) -> dict[str, np.ndarray]:
-    """The dataset's real lung masks at 64 px (up to ``limit``), for the figure."""
-    from covid19_images.probe.lungs import _source_root
-
+    """Up to ``limit`` of the dataset's real lung masks at 64 px, by uid, for the figure."""
     manifest = read_manifest(folder)
-    found: dict[str, np.ndarray] = {}
-    roots: dict[str, Path | None] = {}
-    columns = (manifest[c].tolist() for c in ("uid", "source", "mask_paths", "width", "height"))
-    for uid, source, paths, width, height in zip(*columns, strict=True):
-        if str(source) not in LUNG_MASK_SOURCES or paths is None or len(paths) == 0:
-            continue
-        if source not in roots:
-            roots[source] = _source_root(str(source), mirror, root)
-        base = roots[source]
-        if base is None:
-            continue
-        try:
-            found[str(uid)] = read_lung_mask(base / str(paths[0]), int(width), int(height), 64)
-        except (OSError, ValueError, TypeError):
-            continue
-        if len(found) >= limit:
-            break
-    return found
+    has = manifest["source"].isin(list(LUNG_MASK_SOURCES)) & manifest["mask_paths"].map(
+        lambda paths: paths is not None and len(paths) > 0
+    )
+    rows = manifest[has].head(limit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the probe's notes already count unreadable masks
+        masks = load_masks(rows, 64, root=root, mirror=mirror, on_error="warn")
+    return {str(u): m for u, m in zip(rows["uid"], masks, strict=True) if m is not None}
 
 
 _HEADING = re.compile(r"^## (?!#)")
@@ -308,5 +306,5 @@ def write_probe(
     sheet = folder / DATASHEET
     old = sheet.read_text(encoding="utf-8") if sheet.is_file() else ""
     figure = PROBE_FIGURE if result.lungs is not None else None
-    _write_atomic(sheet, replace_section(old, result.to_markdown(level=2, figure=figure)))
+    _write_text(sheet, replace_section(old, result.to_markdown(level=2, figure=figure)))
     return [*written, sheet]
