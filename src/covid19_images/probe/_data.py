@@ -55,7 +55,12 @@ class SplitRows:
 
 
 def read_manifest(folder: Path) -> pd.DataFrame:
-    """The manifest columns the probes use (absent ones filled with missing values)."""
+    """The manifest columns the probes use (absent ones filled with missing values).
+
+    Example:
+        >>> read_manifest(Path("datasets/xray-covid")).columns[:3].tolist()  # doctest: +SKIP
+        ['uid', 'source', 'patient_id']
+    """
     manifest = pd.read_parquet(folder / "manifest.parquet")
     for column in MANIFEST_COLUMNS:
         if column not in manifest.columns:
@@ -68,6 +73,11 @@ def load_split(folder: Path | str, split: str, manifest: pd.DataFrame | None = N
 
     ``class`` comes from the packed labels (what the arrays hold); the other columns from the
     manifest, joined on ``uid`` (a CT slice gets its volume's row).
+
+    Example:
+        >>> test = load_split("datasets/xray-covid", "test")  # doctest: +SKIP
+        >>> test.images.shape, test.rows["source"].iloc[0]  # doctest: +SKIP
+        ((117, 64, 64), 'actualmed')
     """
     folder = Path(folder)
     packed = open_split(folder, split)
@@ -117,7 +127,12 @@ def thumbnails(images: np.ndarray, side: int = 32, chunk: int = 1024) -> np.ndar
 
 
 def subsample(n: int, limit: int | None, seed: int) -> np.ndarray:
-    """Row indices: all ``n`` rows, or ``limit`` of them drawn without replacement (sorted)."""
+    """Row indices: all ``n`` rows, or ``limit`` of them drawn without replacement (sorted).
+
+    Example:
+        >>> subsample(4, None, 0).tolist(), len(subsample(100, 10, 0))
+        ([0, 1, 2, 3], 10)
+    """
     if limit is None or n <= limit:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
@@ -182,7 +197,13 @@ def fit_logistic(
 
 
 def metric_frame(rows: pd.DataFrame, **columns: Any) -> pd.DataFrame:
-    """``uid``, ``patient_id`` and ``class`` of ``rows`` plus ``columns``, for the bootstrap."""
+    """``uid``, ``patient_id`` and ``class`` of ``rows`` plus ``columns``, for the bootstrap.
+
+    Example:
+        >>> rows = pd.DataFrame({"uid": ["a"], "patient_id": ["p"], "class": ["x"], "age": [3]})
+        >>> metric_frame(rows, prob_x=[0.9]).columns.tolist()
+        ['uid', 'patient_id', 'class', 'prob_x']
+    """
     frame = rows[["uid", "patient_id", "class"]].reset_index(drop=True).copy()
     for name, values in columns.items():
         frame[name] = np.asarray(values)
@@ -193,7 +214,14 @@ def auroc_ci(
     frame: pd.DataFrame, positive: str, score: str, *, label: str = "class", n: int, seed: int
 ) -> BootstrapCI | None:
     """Patient-bootstrap AUROC of ``frame[score]`` for ``frame[label] == positive``; None where
-    the AUROC is undefined (one class only)."""
+    the AUROC is undefined (one class only).
+
+    Example:
+        >>> f = pd.DataFrame({"uid": list("abcd"), "patient_id": list("pqrs"),
+        ...                   "class": ["x", "y", "x", "y"], "s": [0.9, 0.1, 0.8, 0.3]})
+        >>> auroc_ci(f, "x", "s", n=20, seed=0).point
+        1.0
+    """
     y = (frame[label] == positive).to_numpy()
     if y.all() or not y.any():
         return None
@@ -208,7 +236,13 @@ def auroc_ci(
 
 def fast_sklearn() -> AbstractContextManager[None]:
     """scikit-learn without its argument validation, for metrics called thousands of times on
-    arrays that are already checked (the bootstrap's resamples)."""
+    arrays that are already checked (the bootstrap's resamples).
+
+    Example:
+        >>> with fast_sklearn():
+        ...     float(roc_auc_score([0, 1], [0.2, 0.7]))
+        1.0
+    """
     context: AbstractContextManager[None] = sklearn.config_context(
         skip_parameter_validation=True, assume_finite=True
     )
@@ -231,7 +265,12 @@ def auroc_point(frame: pd.DataFrame, positive: str, score: str) -> float | None:
 def ci_or_none(
     frame: pd.DataFrame, metric: Callable[[pd.DataFrame], float], *, n: int, seed: int
 ) -> BootstrapCI | None:
-    """:func:`bootstrap_ci`, or None where the metric is undefined on the whole frame."""
+    """:func:`bootstrap_ci`, or None where the metric is undefined on the whole frame.
+
+    Example:
+        >>> ci_or_none(pd.DataFrame(), lambda f: 1.0, n=10, seed=0) is None
+        True
+    """
     if len(frame) == 0:
         return None
     try:
@@ -244,7 +283,12 @@ def ci_or_none(
 
 def ci_dict(ci: BootstrapCI | None) -> dict[str, float | int] | None:
     """A bootstrap interval as JSON (``value``, ``low``, ``high``, ``level``, ``n``,
-    ``skipped``), or None."""
+    ``skipped``), or None.
+
+    Example:
+        >>> ci_dict(BootstrapCI(0.9, 0.8, 0.95, 100, 2, 0.95))["low"]
+        0.8
+    """
     if ci is None:
         return None
     return {

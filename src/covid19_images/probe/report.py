@@ -80,7 +80,12 @@ class ProbeResult:
         )
 
     def summary(self) -> list[str]:
-        """One sentence per probe."""
+        """One sentence per probe.
+
+        Example:
+            >>> probe("datasets/xray-covid").summary()[0]  # doctest: +SKIP
+            'Source: predicted from the pixels with a balanced accuracy of 0.57 [0.43, 0.68] ...'
+        """
         lines = []
         if self.source.ran:
             lines.append(

@@ -129,7 +129,12 @@ class WeakModel:
     def verdict(self, beside: dict[str, BootstrapCI | None] | None = None) -> str:
         """One sentence on what the thumbnails alone reach for the COVID-19 class (the best
         class where none is named so) and, with ``beside``, how far another model gets beyond
-        that."""
+        that.
+
+        Example:
+            >>> weak_model("datasets/xray-covid").verdict()  # doctest: +SKIP
+            'From 32 x 32 px thumbnails alone a linear model reaches an AUROC of 0.88 ...'
+        """
         defined = {c: ci for c, ci in self.auroc.items() if ci is not None}
         focus = [c for c in defined if "covid" in c.lower()]
         best = (
