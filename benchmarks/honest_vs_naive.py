@@ -66,9 +66,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import torch
 
     from covid19_images.assemble.build import build
-    from covid19_images.evaluate.report import summary_row
-    from covid19_images.train import TrainConfig, train
-    from covid19_images.train.assess import evaluate_run
+    from covid19_images.evaluation.report import summary_row
+    from covid19_images.training import TrainConfig, train
+    from covid19_images.training.assess import evaluate_run
 
     torch.manual_seed(args.seed)
     folders = {}

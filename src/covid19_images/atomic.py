@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["replacing", "write_bytes", "write_json", "write_text"]
+__all__ = ["replacing", "write_bytes", "write_json", "write_text", "write_with"]
 
 
 @contextmanager
@@ -51,9 +51,24 @@ def replacing(path: Path | str) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        tmp.chmod(_mode(path))
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _mode(path: Path) -> int:
+    """The permissions a rewritten file keeps: the old file's, or the umask's default.
+
+    ``mkstemp`` creates its file readable by the owner alone; a dataset or run folder is
+    meant to be read by others as any file written with ``open`` would be.
+    """
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def write_with(path: Path | str, writer: Callable[[Path], object]) -> None:

@@ -117,3 +117,22 @@ def test_external_evaluation_leaves_out_planted_copies_and_patients(
     assert overlap["copies"] >= 1 and overlap["same_patient"] >= 1
     assert metrics["image"]["n_images"] == len(test_rows) - overlap["left_out"]
     assert "external" in (out / "report.md").read_text().lower()
+
+
+def test_probe_writes_the_datasheet_section_and_the_run_report_section(
+    run_dir: Path, xray_dataset: BuildResult, tmp_path: Path
+) -> None:
+    folder = tmp_path / "xray-covid"
+    shutil.copytree(xray_dataset.path, folder)
+    result = runner.invoke(app, ["probe", str(folder), "--n-boot", "20"])
+    assert result.exit_code == 0, result.output
+    assert "Source: predicted from the pixels" in " ".join(result.stdout.split())
+    datasheet = (folder / "datasheet.md").read_text()
+    assert datasheet.count("## Shortcut probes") == 1
+    probe = json.loads((folder / "probe.json").read_text())
+    assert probe["lungs_removed"] is None and probe["source_predictability"]
+
+    result = runner.invoke(app, ["probe", str(folder), "--run", str(run_dir), "--n-boot", "20"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run_dir / "probe.json").read_text())["lungs_removed"] is not None
+    assert (run_dir / "report.md").read_text().count("## Shortcut probes") == 1

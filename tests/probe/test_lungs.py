@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from covid19_images.explain.energy import load_masks
+from covid19_images.explanation.energy import load_masks
 from covid19_images.probe import (
     LUNG_ELLIPSES,
     ProbeError,

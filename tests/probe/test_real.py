@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from covid19_images.assemble.build import build
-from covid19_images.explain.energy import load_masks
+from covid19_images.explanation.energy import load_masks
 from covid19_images.loaders.packed import open_split
 from covid19_images.probe import probe, write_probe
 from covid19_images.process.executor import LocalExecutor

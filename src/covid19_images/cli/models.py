@@ -127,8 +127,8 @@ def train_command(
 ) -> None:
     """Train a model on a built dataset; write its run folder and evaluate it."""
     _require_torch()
-    from covid19_images.train import TrainConfig, train
-    from covid19_images.train.loso import leave_one_source_out
+    from covid19_images.training import TrainConfig, train
+    from covid19_images.training.loso import leave_one_source_out
 
     if loso and leave_out:
         raise ValueError("--loso holds out every source in turn; drop --leave-out")
@@ -214,8 +214,8 @@ def evaluate_command(
 ) -> None:
     """Evaluate a run: per image and per patient, with patient-bootstrap intervals."""
     _require_torch()
-    from covid19_images.train import load_run
-    from covid19_images.train.assess import evaluate_run, evaluation_folder
+    from covid19_images.training import load_run
+    from covid19_images.training.assess import evaluate_run, evaluation_folder
 
     loaded = load_run(run)
     evaluate_run(
@@ -241,7 +241,7 @@ def _print_headline(path: Path) -> None:
         metrics: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
-    from covid19_images.evaluate.report import headline
+    from covid19_images.evaluation.report import headline
 
     for line in headline(metrics):
         out.print(escape(line), highlight=False)
@@ -278,7 +278,7 @@ def explain_command(
 ) -> None:
     """Grad-CAM overlays and montages of a run's model; lung-energy shares in its report."""
     _require_torch()
-    from covid19_images.explain.run import explain_run
+    from covid19_images.explanation.run import explain_run
 
     result = explain_run(
         run,
@@ -298,4 +298,64 @@ def explain_command(
             highlight=False,
         )
     out.print(f"[green]{escape(str(result.folder))}[/] ({len(result.table)} images)")
+    out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)
+
+
+@app.command("probe", cls=_Command)
+@_handled
+def probe_command(
+    dataset: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DATASET", help="A built dataset folder (or a recipe built in ./datasets)."
+        ),
+    ],
+    run: Annotated[
+        Path | None,
+        typer.Option(
+            "--run",
+            metavar="RUN",
+            help="Also probe a run's model (lungs removed); the section goes in its report.",
+            show_default=False,
+        ),
+    ] = None,
+    root: RootOption = None,
+    mirror: MirrorOption = None,
+    n_boot: Annotated[
+        int, typer.Option("--n-boot", min=0, metavar="N", help="Bootstrap resamples.")
+    ] = 1000,
+    device: DeviceOption = "auto",
+) -> None:
+    """Measure shortcuts: source predictability, age and sex, a weak model, lungs removed."""
+    from covid19_images.loaders.api import resolve_dataset
+    from covid19_images.probe import probe, write_probe
+
+    folder = resolve_dataset(dataset)
+    if run is None:
+        result = probe(folder, n_boot=n_boot, mirror=mirror, root=root)
+        write_probe(folder, result, mirror=mirror, root=root)
+        where = folder / "datasheet.md"
+    else:
+        _require_torch()
+        from covid19_images.training import load_run
+        from covid19_images.training.assess import check_classes, refresh_report
+
+        loaded = load_run(run)
+        check_classes(loaded, folder)
+        model = loaded.model(device=_device(device))
+        result = probe(
+            folder,
+            lambda images: loaded.predict(images, model=model, device=_device(device)),
+            out=loaded.path,
+            run=loaded.path.name,
+            classes=loaded.classes,
+            mirror=mirror,
+            root=root,
+            n_boot=n_boot,
+        )
+        refresh_report(loaded)
+        where = loaded.path / "report.md"
+    for line in result.summary():
+        out.print(f"- {escape(line)}", highlight=False)
+    out.print(f"[green]{escape(str(where))}[/] (section Shortcut probes)", highlight=False)
     out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)

@@ -22,7 +22,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from covid19_images.evaluate.metrics import BootstrapCI, bootstrap_ci
+from covid19_images.evaluation.metrics import BootstrapCI, bootstrap_ci
 from covid19_images.loaders.packed import open_split
 
 MANIFEST_COLUMNS = (

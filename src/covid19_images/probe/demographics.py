@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from covid19_images.evaluate.metrics import BootstrapCI
+from covid19_images.evaluation.metrics import BootstrapCI
 from covid19_images.loaders.packed import read_meta
 from covid19_images.probe._data import auroc_ci, ci_dict, fmt, fmt_ci, json_dict, md_table
 

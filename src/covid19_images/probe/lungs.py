@@ -8,7 +8,7 @@ Information Fusion 76) found exactly that for models trained on the usual COVID-
 
 The lung fields come from a real lung mask where the manifest names one of a source known to
 ship lung masks (:data:`LUNG_MASK_SOURCES`), read at the packed size with the geometry of the
-build by :func:`covid19_images.explain.energy.load_masks` (centre square, then
+build by :func:`covid19_images.explanation.energy.load_masks` (centre square, then
 nearest-neighbour resampling); elsewhere from a fixed region,
 :data:`LUNG_ELLIPSES`: two ellipses where the lungs of a frontal (PA or AP) radiograph lie in
 its centre square. Their geometry was fitted to the 209 lungVAE lung masks of the ieee8023
@@ -34,8 +34,8 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from covid19_images.errors import Covid19ImagesError
-from covid19_images.evaluate.metrics import BootstrapCI
-from covid19_images.explain.energy import load_masks
+from covid19_images.evaluation.metrics import BootstrapCI
+from covid19_images.explanation.energy import load_masks
 from covid19_images.probe._data import (
     auroc_ci,
     ci_dict,

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import stat
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 
-from covid19_images.atomic import replacing
-from covid19_images.explain.energy import load_masks
+from covid19_images.atomic import replacing, write_text
+from covid19_images.explanation.energy import load_masks
 from covid19_images.probe._data import fmt, fmt_ci, json_dict, read_manifest
 from covid19_images.probe.demographics import Demographics, demographics
 from covid19_images.probe.lungs import (
@@ -179,25 +175,8 @@ def probe(
     return result
 
 
-@contextmanager
-def _replacing(path: Path) -> Iterator[Path]:
-    """:func:`covid19_images.atomic.replacing`, the file keeping the mode of the one it
-    replaces (a new file gets the usual ``0o666`` less the umask, not the temporary file's
-    ``0o600``), so a dataset others read stays readable to them."""
-    if path.exists():
-        mode = stat.S_IMODE(path.stat().st_mode)
-    else:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    with replacing(path) as tmp:
-        yield tmp
-        tmp.chmod(mode)
-
-
 def _write_text(path: Path, text: str) -> None:
-    with _replacing(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    write_text(path, text)  # whole or not at all, keeping the mode of the file it replaces
 
 
 def write_files(
@@ -219,7 +198,7 @@ def write_files(
     written = []
     figure = None
     if result.lungs is not None and folder is not None:
-        with _replacing(out / PROBE_FIGURE) as tmp:
+        with replacing(out / PROBE_FIGURE) as tmp:
             real = _real_masks(folder, mirror, root)
             draw_lung_region(tmp, folder, result.lungs.split, masks=real)
         written.append(out / PROBE_FIGURE)

@@ -28,7 +28,7 @@ import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 from sklearn.pipeline import Pipeline
 
-from covid19_images.evaluate.metrics import BootstrapCI
+from covid19_images.evaluation.metrics import BootstrapCI
 from covid19_images.probe._data import (
     auroc_ci,
     auroc_point,

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from covid19_images.evaluate.metrics import BootstrapCI, one_vs_rest, operating_point
+from covid19_images.evaluation.metrics import BootstrapCI, one_vs_rest, operating_point
 from covid19_images.probe._data import (
     auroc_ci,
     ci_dict,
@@ -54,7 +54,7 @@ class WeakModel:
     auroc: dict[str, BootstrapCI | None]
     """Per class against the rest, on test, with a patient-bootstrap interval."""
     rates: dict[str, dict[str, float]]
-    """:func:`~covid19_images.evaluate.metrics.one_vs_rest` on test at thresholds chosen on
+    """:func:`~covid19_images.evaluation.metrics.one_vs_rest` on test at thresholds chosen on
     validation (Youden's J)."""
     predictions: pd.DataFrame = field(repr=False)
     """Test predictions: ``uid``, ``patient_id``, ``class`` and ``prob_<class>``."""

@@ -14,7 +14,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from covid19_images.errors import EvaluationError
-from covid19_images.evaluate.external import external_overlap
+from covid19_images.evaluation.external import external_overlap
 
 
 def _film(seed: int) -> np.ndarray:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import pandas as pd
 
-from covid19_images.train.config import TrainConfig, TrainError
+from covid19_images.training.config import TrainConfig, TrainError
 
 if TYPE_CHECKING:
     import torch
@@ -134,7 +134,7 @@ class Run:
         """
         import torch
 
-        from covid19_images.train.data import prepare
+        from covid19_images.training.data import prepare
 
         net = model if model is not None else self.model(device=device)
         out = []

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassCalibrationError
 
-from covid19_images.evaluate.calibration import (
+from covid19_images.evaluation.calibration import (
     expected_calibration_error,
     reliability_bins,
     top_label,

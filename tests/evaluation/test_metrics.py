@@ -1,4 +1,4 @@
-"""Tests of covid19_images.evaluate.metrics against independent oracles."""
+"""Tests of covid19_images.evaluation.metrics against independent oracles."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import norm, rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from covid19_images.evaluate.metrics import (
+from covid19_images.evaluation.metrics import (
     bootstrap_ci,
     bootstrap_cis,
     one_vs_rest,

@@ -22,14 +22,14 @@ from torchmetrics.classification import MulticlassCalibrationError
 
 from covid19_images import RESEARCH_USE_NOTICE
 from covid19_images.errors import Covid19ImagesError, EvaluationError
-from covid19_images.evaluate import (
+from covid19_images.evaluation import (
     Overlap,
     evaluate_predictions,
     headline,
     render_report,
     summary_row,
 )
-from covid19_images.evaluate.metrics import bootstrap_ci
+from covid19_images.evaluation.metrics import bootstrap_ci
 
 CLASSES = ["covid19", "normal", "pneumonia"]
 SEVERITY = ["normal", "pneumonia", "covid19"]

@@ -29,8 +29,8 @@ import pandas as pd
 
 from covid19_images import RESEARCH_USE_NOTICE, __version__
 from covid19_images.atomic import write_json, write_with
-from covid19_images.train.config import TrainConfig, TrainError
-from covid19_images.train.data import (
+from covid19_images.training.config import TrainConfig, TrainError
+from covid19_images.training.data import (
     Part,
     dataset_facts,
     in_order,
@@ -39,7 +39,7 @@ from covid19_images.train.data import (
     prepare,
     read_manifest,
 )
-from covid19_images.train.run import (
+from covid19_images.training.run import (
     CHECKPOINTS,
     CONFIG,
     HISTORY,
@@ -286,7 +286,7 @@ def train(
     write_json(run_dir / CONFIG, record)
     run = load_run(run_dir)
     if evaluate:
-        from covid19_images.train.assess import evaluate_run
+        from covid19_images.training.assess import evaluate_run
 
         evaluate_run(run, n_boot=n_boot, device=str(device))
     return run

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covid19_images.explain import (
+from covid19_images.explanation import (
     ExplainError,
     caption,
     class_montages,

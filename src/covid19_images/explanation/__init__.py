@@ -10,19 +10,19 @@ not whether it is right.
 Importing this package does not import torch: :func:`grad_cam` does.
 
 Example:
-    >>> from covid19_images import explain
-    >>> explain.CAM_TARGETS["densenet121"].path
+    >>> from covid19_images import explanation
+    >>> explanation.CAM_TARGETS["densenet121"].path
     'features.norm5'
 """
 
-from covid19_images.explain.energy import (
+from covid19_images.explanation.energy import (
     ExplainError,
     energy_inside,
     energy_table,
     load_masks,
     mask_area,
 )
-from covid19_images.explain.figures import (
+from covid19_images.explanation.figures import (
     caption,
     class_montages,
     montage,
@@ -30,7 +30,7 @@ from covid19_images.explain.figures import (
     save_overlays,
     write_atomic,
 )
-from covid19_images.explain.gradcam import (
+from covid19_images.explanation.gradcam import (
     CAM_TARGETS,
     CamTarget,
     cam_target,

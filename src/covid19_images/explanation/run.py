@@ -31,15 +31,15 @@ import numpy as np
 import pandas as pd
 
 from covid19_images.atomic import write_text, write_with
-from covid19_images.explain.energy import (
+from covid19_images.explanation.energy import (
     ExplainError,
     energy_inside,
     energy_table,
     load_masks,
     mask_area,
 )
-from covid19_images.explain.figures import class_montages, save_overlays
-from covid19_images.train.run import Run, load_run
+from covid19_images.explanation.figures import class_montages, save_overlays
+from covid19_images.training.run import Run, load_run
 
 if TYPE_CHECKING:
     import torch
@@ -73,7 +73,7 @@ def explain_run(
     """Grad-CAM of ``run``'s model on ``images`` (uids or files) or ``n`` images of ``split``.
 
     Args:
-        run: A run folder (or :class:`~covid19_images.train.run.Run`).
+        run: A run folder (or :class:`~covid19_images.training.run.Run`).
         images: Uids of the run's dataset, or image files (PNG, JPEG, ...); empty: choose.
         split: The split to choose from when no image is named.
         n: How many to choose, spread over the classes.
@@ -88,8 +88,8 @@ def explain_run(
     """
     import torch
 
-    from covid19_images.explain.gradcam import grad_cam_with_logits
-    from covid19_images.train.data import open_part, prepare, read_batch, read_manifest
+    from covid19_images.explanation.gradcam import grad_cam_with_logits
+    from covid19_images.training.data import open_part, prepare, read_batch, read_manifest
 
     run = run if isinstance(run, Run) else load_run(run)
     folder = Path(out) if out is not None else run.path / "explain"
@@ -153,7 +153,7 @@ def explain_run(
     write_with(folder / "explain.csv", lambda tmp: table.to_csv(tmp, index=False))
     write_text(folder / ENERGY, _section(table, run, folder))
     if folder == run.path / "explain":
-        from covid19_images.train.assess import refresh_report
+        from covid19_images.training.assess import refresh_report
 
         refresh_report(run)
     return Explained(folder, table, montages)

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from covid19_images.train.config import TrainError
-from covid19_images.train.data import open_part
-from covid19_images.train.run import Run, load_run
+from covid19_images.training.config import TrainError
+from covid19_images.training.data import open_part
+from covid19_images.training.run import Run, load_run
 
 SECTION_FILES = ("probe.md", "explain/energy.md")
 """Markdown that ``probe --run`` and ``explain`` leave in a run folder, added to its report."""
@@ -56,7 +56,7 @@ def evaluate_run(
     Returns:
         The metrics written to ``metrics.json``.
     """
-    from covid19_images.evaluate.report import evaluate_predictions
+    from covid19_images.evaluation.report import evaluate_predictions
 
     run = run if isinstance(run, Run) else load_run(run)
     if not run.complete:
@@ -71,7 +71,7 @@ def evaluate_run(
             scored = _predict_split(run, run.dataset, split, drop=set(), device=device)
         where = run.config["dataset"]["recipe"]
     else:
-        from covid19_images.evaluate.external import external_overlap
+        from covid19_images.evaluation.external import external_overlap
         from covid19_images.loaders.api import resolve_dataset
         from covid19_images.loaders.packed import LoadError
 
@@ -79,7 +79,7 @@ def evaluate_run(
             other = resolve_dataset(dataset)
         except LoadError as exc:
             raise TrainError(str(exc)) from None
-        _check_classes(run, other)
+        check_classes(run, other)
         found = external_overlap(run.dataset, other)
         # Count what is left out of the split scored, not of the whole other dataset.
         in_split = set(open_part(other, split).facts["uid"])
@@ -146,8 +146,9 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_classes(run: Run, other: Path) -> None:
-    from covid19_images.train.data import dataset_facts
+def check_classes(run: Run, other: Path) -> None:
+    """Refuse a dataset whose classes differ from the ones the run predicts."""
+    from covid19_images.training.data import dataset_facts
 
     theirs = dataset_facts(other)["classes"]
     if theirs != run.classes:
@@ -164,7 +165,7 @@ def _predict_split(
     """Prediction rows of ``split`` of ``folder`` (rows of uids in ``drop`` left out)."""
     import torch
 
-    from covid19_images.train.data import in_order, prepare
+    from covid19_images.training.data import in_order, prepare
 
     part = open_part(folder, split, drop=drop)
     model = run.model(device=device)
@@ -195,7 +196,7 @@ def refresh_report(run: Run) -> None:
     import json
 
     from covid19_images.atomic import write_text
-    from covid19_images.evaluate.report import render_report
+    from covid19_images.evaluation.report import render_report
 
     file = run.path / "metrics.json"
     if not file.is_file():

@@ -15,8 +15,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
 from covid19_images.assemble.build import BuildResult  # noqa: E402
-from covid19_images.train import TrainConfig, TrainError, load_run, train  # noqa: E402
-from covid19_images.train.run import RUN_VERSION  # noqa: E402
+from covid19_images.training import TrainConfig, TrainError, load_run, train  # noqa: E402
+from covid19_images.training.run import RUN_VERSION  # noqa: E402
 
 QUICK = {"model": "resnet18", "size": 32, "batch_size": 8, "steps": 3, "seed": 1}
 

@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from covid19_images.explain import ExplainError, energy_inside, energy_table, load_masks, mask_area
+from covid19_images.explanation import (
+    ExplainError,
+    energy_inside,
+    energy_table,
+    load_masks,
+    mask_area,
+)
 from covid19_images.process.image import decode_image
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from covid19_images.errors import ModelError
-from covid19_images.explain import (
+from covid19_images.explanation import (
     CAM_TARGETS,
     cam_target,
     grad_cam,

@@ -31,7 +31,7 @@ Target layer per model (the last layer whose output still has a spatial layout):
   take any multiple of 16 px, so the grid is computed per call, never fixed).
 
 Example:
-    >>> from covid19_images.explain.gradcam import CAM_TARGETS
+    >>> from covid19_images.explanation.gradcam import CAM_TARGETS
     >>> CAM_TARGETS["resnet18_cbam"].path
     'layer4[-1]'
 """

@@ -47,7 +47,8 @@ def energy_inside(cams: np.ndarray, masks: Sequence[np.ndarray | None]) -> np.nd
     """The share of each map's energy inside its mask: sum of the map inside / sum of the map.
 
     Args:
-        cams: ``B x H x W`` non-negative maps (as :func:`~covid19_images.explain.grad_cam` gives).
+        cams: ``B x H x W`` non-negative maps (as
+            :func:`~covid19_images.explanation.grad_cam` gives).
         masks: one ``H x W`` mask per map (non-zero is inside), or None where there is none.
 
     Returns:

@@ -2,12 +2,12 @@
 
 :func:`evaluate_predictions` scores one split of a predictions frame (a run's
 ``predictions.parquet``: ``uid``, ``split``, ``source``, ``patient_id``, ``class`` and one
-``prob_<class>`` per class) with the primitives of :mod:`covid19_images.evaluate.metrics`:
+``prob_<class>`` per class) with the primitives of :mod:`covid19_images.evaluation.metrics`:
 
 - per class, one against the rest: AUROC, and sensitivity, specificity, PPV and NPV at an
   operating point chosen on the **validation** rows (never on the rows scored);
 - overall: balanced accuracy of the argmax class, the confusion matrix (counts and
-  row-normalised), the expected calibration error (:mod:`covid19_images.evaluate.calibration`)
+  row-normalised), the expected calibration error (:mod:`covid19_images.evaluation.calibration`)
   with its reliability diagram, and ROC curves;
 - at two levels, per image and per patient (a patient's probabilities are its images' mean);
 - patient-bootstrap intervals for every headline number; a per-source table; the external
@@ -34,13 +34,13 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_s
 
 from covid19_images import RESEARCH_USE_NOTICE
 from covid19_images.errors import EvaluationError
-from covid19_images.evaluate.calibration import (
+from covid19_images.evaluation.calibration import (
     ECE_BINS,
     expected_calibration_error,
     reliability_bins,
     top_label,
 )
-from covid19_images.evaluate.metrics import (
+from covid19_images.evaluation.metrics import (
     BootstrapCI,
     bootstrap_cis,
     group_keys,
@@ -50,7 +50,7 @@ from covid19_images.evaluate.metrics import (
 )
 
 if TYPE_CHECKING:
-    from covid19_images.evaluate.external import Overlap
+    from covid19_images.evaluation.external import Overlap
 
 __all__ = [
     "MIN_UNITS_FOR_CI",
@@ -963,7 +963,7 @@ def evaluate_predictions(
         severity: Classes from least to most severe, for a patient whose images disagree
             (default: ``classes``' order).
         external_overlap: For an external set: what was left out before scoring
-            (:func:`covid19_images.evaluate.external.external_overlap`'s result, or its counts).
+            (:func:`covid19_images.evaluation.external.external_overlap`'s result, or its counts).
         figures: Draw the figures (needs matplotlib; without it the report says so).
 
     Returns:

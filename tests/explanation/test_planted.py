@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from covid19_images.explain import energy_inside, grad_cam
+from covid19_images.explanation import energy_inside, grad_cam
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")

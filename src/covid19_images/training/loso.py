@@ -3,7 +3,7 @@
 A model that does well on its own test split but poorly on a source it never saw has learnt
 something about its sources (their scanners, markers, populations), not only the disease. Each
 held-out source's images that share a patient or a copy with another source's are left out of
-training (see :func:`covid19_images.train.loop._linked_to`).
+training (see :func:`covid19_images.training.loop._linked_to`).
 
 Example:
     >>> config = TrainConfig("resnet18")
@@ -23,9 +23,9 @@ import pandas as pd
 
 from covid19_images import RESEARCH_USE_NOTICE
 from covid19_images.atomic import write_json, write_text
-from covid19_images.train.config import TrainConfig, TrainError
-from covid19_images.train.data import read_manifest
-from covid19_images.train.loop import default_name, train
+from covid19_images.training.config import TrainConfig, TrainError
+from covid19_images.training.data import read_manifest
+from covid19_images.training.loop import default_name, train
 
 MIN_IMAGES = 10
 """A source with fewer images than this is not held out on its own (too few to score)."""
@@ -105,7 +105,7 @@ def _read_metrics(path: Path) -> dict[str, Any]:
     """AUROC per class and balanced accuracy of one held-out run, from its metrics.json."""
     import json
 
-    from covid19_images.evaluate.report import summary_row
+    from covid19_images.evaluation.report import summary_row
 
     data = json.loads(path.read_text(encoding="utf-8"))
     return summary_row(data)

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from covid19_images.explain.energy import ExplainError
+from covid19_images.explanation.energy import ExplainError
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 

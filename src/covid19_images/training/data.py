@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from covid19_images.loaders.packed import LoadError, read_meta
-from covid19_images.train.config import TrainError
+from covid19_images.training.config import TrainError
 
 if TYPE_CHECKING:
     import torch
