@@ -75,11 +75,11 @@ def test_run_folder_holds_what_a_rerun_needs(xray_dataset: BuildResult, tmp_path
     np.testing.assert_allclose(again, test[[f"prob_{c}" for c in run.classes]], atol=1e-5)
 
 
-def test_same_seed_same_numbers_other_seed_others(
+def test_same_seed_same_numbers_with_loader_workers_other_seed_others(
     xray_dataset: BuildResult, tmp_path: Path
 ) -> None:
     a = train(xray_dataset.path, quick(), out=tmp_path, name="a", evaluate=False)
-    b = train(xray_dataset.path, quick(), out=tmp_path, name="b", evaluate=False)
+    b = train(xray_dataset.path, quick(workers=2), out=tmp_path, name="b", evaluate=False)
     c = train(xray_dataset.path, quick(seed=2), out=tmp_path, name="c", evaluate=False)
     pd.testing.assert_frame_equal(a.predictions(), b.predictions())
     history_a, history_b = (pd.read_csv(r.path / "history.csv") for r in (a, b))

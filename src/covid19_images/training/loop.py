@@ -116,6 +116,11 @@ def train(
     except LoadError as exc:
         raise TrainError(str(exc)) from None
     facts = dataset_facts(folder)
+    if facts["naive"] and log is not None:
+        log(
+            f"warning: {folder.name} is a NAIVE dataset (split by image, copies kept): its "
+            "test metrics are inflated by leakage; for comparison only"
+        )
     spec = get_spec(config.model)
     size = max(config.size or facts["size"], spec.min_size)
     run_dir = Path(out) / (name or default_name(folder, config))
