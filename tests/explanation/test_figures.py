@@ -15,7 +15,6 @@ from covid19_images.explanation import (
     montage,
     overlay,
     save_overlays,
-    write_atomic,
 )
 
 pytest.importorskip("matplotlib")
@@ -90,11 +89,3 @@ def test_montages_per_class(tmp_path: Path) -> None:
     assert small.size[0] < _png(capped["covid19"]).size[0] < big.size[0]  # two tiles of four
     with pytest.raises(ExplainError, match="at least one"):
         montage(tmp_path / "empty.png", images[:0], cams[:0], [])
-
-
-def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
-    target = write_atomic(tmp_path / "a.png", b"old")
-    with pytest.raises(TypeError):
-        write_atomic(target, "not bytes")  # type: ignore[arg-type]
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +31,7 @@ import sklearn
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score, roc_curve
 
 from covid19_images import RESEARCH_USE_NOTICE
+from covid19_images.atomic import write_with
 from covid19_images.errors import EvaluationError
 from covid19_images.evaluation.calibration import (
     ECE_BINS,
@@ -471,26 +470,6 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """``write(tmp)`` into a temporary file beside ``path``, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        tmp.chmod(0o666 & ~_umask())  # mkstemp's 0600 would hide the report from others
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _plain(text: object) -> str:
     """Text that matplotlib shows as written (a ``$`` would start mathtext)."""
     return str(text).replace("$", r"\$")
@@ -504,7 +483,7 @@ def _draw(out: Path, title: str, curves: Mapping[str, Any], metrics: Mapping[str
     title = _plain(title)
 
     def save(fig: Figure, rel: str) -> None:
-        _write_atomic(out / rel, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+        write_with(out / rel, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
     fig = Figure(figsize=(10, 4.6), layout="constrained")
     for ax, lvl in zip(fig.subplots(1, 2), LEVELS, strict=True):
@@ -1068,9 +1047,9 @@ def evaluate_predictions(
     if out is not None:
         folder = Path(out)
         report = render_report(metrics, sections=sections)
-        _write_atomic(folder / "report.md", lambda tmp: tmp.write_text(report, encoding="utf-8"))
+        write_with(folder / "report.md", lambda tmp: tmp.write_text(report, encoding="utf-8"))
         text = json.dumps(metrics, indent=2, allow_nan=False) + "\n"
-        _write_atomic(folder / "metrics.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        write_with(folder / "metrics.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return metrics
 
 

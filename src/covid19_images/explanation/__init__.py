@@ -28,7 +28,6 @@ from covid19_images.explanation.figures import (
     montage,
     overlay,
     save_overlays,
-    write_atomic,
 )
 from covid19_images.explanation.gradcam import (
     CAM_TARGETS,
@@ -60,5 +59,4 @@ __all__ = [
     "save_overlays",
     "target_layers",
     "token_grid",
-    "write_atomic",
 ]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,30 +25,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from covid19_images.atomic import write_bytes
 from covid19_images.explanation.energy import ExplainError
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
-
-    Example:
-        >>> import tempfile
-        >>> with tempfile.TemporaryDirectory() as folder:
-        ...     print(write_atomic(Path(folder) / "a.bin", b"x").read_bytes())
-        b'x'
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -139,10 +118,11 @@ def save_overlays(
     checked = [_check_name(n) for n in names]
     if len(set(checked)) != len(checked):
         raise ExplainError("names must be unique (one file each)")
-    return [
-        write_atomic(target / f"{name}.png", _png(overlay(image, cam, alpha)))
-        for image, cam, name in zip(images, cams, checked, strict=True)
-    ]
+    paths = []
+    for image, cam, name in zip(images, cams, checked, strict=True):
+        write_bytes(target / f"{name}.png", _png(overlay(image, cam, alpha)))
+        paths.append(target / f"{name}.png")
+    return paths
 
 
 def caption(true: str | None, predicted: str, probability: float) -> str:
@@ -195,7 +175,8 @@ def montage(
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    return write_atomic(Path(path), buffer.getvalue())
+    write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
 
 
 def class_montages(
