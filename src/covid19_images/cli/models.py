@@ -157,7 +157,7 @@ def train_command(
             out=out_dir,
             name=name,
             overwrite=overwrite,
-            progress=True,
+            progress=err.is_terminal,
             log=log,
             n_boot=n_boot,
         )
@@ -171,7 +171,7 @@ def train_command(
         name=name,
         resume=resume,
         overwrite=overwrite,
-        progress=True,
+        progress=err.is_terminal,
         log=log,
         n_boot=n_boot,
     )
