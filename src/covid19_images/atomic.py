@@ -17,14 +17,18 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["replacing", "write_bytes", "write_json", "write_text", "write_with"]
+import numpy as np
+import pandas as pd
+
+__all__ = ["json_safe", "replacing", "write_bytes", "write_json", "write_text", "write_with"]
 
 
 @contextmanager
@@ -57,6 +61,15 @@ def replacing(path: Path | str) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def _mode(path: Path) -> int:
     """The permissions a rewritten file keeps: the old file's, or the umask's default.
 
@@ -66,9 +79,7 @@ def _mode(path: Path) -> int:
     try:
         return path.stat().st_mode & 0o777
     except FileNotFoundError:
-        mask = os.umask(0)
-        os.umask(mask)
-        return 0o666 & ~mask
+        return 0o666 & ~_UMASK
 
 
 def write_with(path: Path | str, writer: Callable[[Path], object]) -> None:
@@ -105,3 +116,24 @@ def write_json(path: Path | str, data: Any) -> None:
     """
     text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
     write_text(path, text)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None, numpy scalars and arrays as Python values,
+    tuples as lists and mapping keys as strings.
+
+    Example:
+        >>> json_safe({"a": float("nan"), 1: np.float32(0.5), "b": (np.int64(2),)})
+        {'a': None, '1': 0.5, 'b': [2]}
+    """
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value

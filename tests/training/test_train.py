@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ pytest.importorskip("timm")
 
 from covid19_images.assemble.build import BuildResult  # noqa: E402
 from covid19_images.training import TrainConfig, TrainError, load_run, train  # noqa: E402
+from covid19_images.training.loso import leave_one_source_out  # noqa: E402
 from covid19_images.training.run import RUN_VERSION  # noqa: E402
 
 QUICK = {"model": "resnet18", "size": 32, "batch_size": 8, "steps": 3, "seed": 1}
@@ -140,21 +142,73 @@ def test_leave_one_source_out_tests_on_the_held_out_source(
     )
 
 
-def test_bad_input_is_one_clear_error(xray_dataset: BuildResult, tmp_path: Path) -> None:
+def test_bad_input_is_one_clear_error_and_leaves_no_folder(
+    xray_dataset: BuildResult, tmp_path: Path
+) -> None:
     with pytest.raises(TrainError, match="no dataset"):
         train(tmp_path / "nothing-here", quick(), out=tmp_path)
-    with pytest.raises(TrainError, match="not a source"):
-        train(xray_dataset.path, quick(leave_out="nih-sample"), out=tmp_path)
     with pytest.raises(TrainError, match="batch size"):
         quick(batch_size=1)
+    with pytest.raises(TrainError, match="augment must be"):
+        quick(augment="heavy")
+    refused = [
+        (quick(leave_out="nih-sample"), "not a source"),
+        (quick(pretrained="xrv:densenet121-res224-all"), "TorchXRayVision"),
+    ]
+    if not torch.cuda.is_available():
+        refused.append((quick(device="cuda"), "no CUDA device"))
+    for config, message in refused:
+        with pytest.raises(TrainError, match=message):
+            train(xray_dataset.path, config, out=tmp_path / "runs")
+        assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
     run = train(xray_dataset.path, quick(epochs=1), out=tmp_path, evaluate=False)
     with pytest.raises(TrainError, match="exists: --resume"):
         train(xray_dataset.path, quick(epochs=1), out=tmp_path, evaluate=False)
     with pytest.raises(TrainError, match=r"other options.*lr"):
         train(xray_dataset.path, quick(epochs=1, lr=0.1), out=tmp_path, resume=True)
+    moved = tmp_path / "moved" / "xray-covid"
+    shutil.copytree(xray_dataset.path, moved)
+    with pytest.raises(TrainError, match="dataset path"):
+        train(moved, quick(epochs=1), out=tmp_path, resume=True)
+    with pytest.raises(TrainError, match="not a source"):  # refused before anything is touched
+        train(
+            xray_dataset.path,
+            quick(epochs=1, leave_out="nih-sample"),
+            out=tmp_path,
+            name=run.path.name,
+            overwrite=True,
+        )
+    assert load_run(run.path).complete  # a refused --overwrite keeps the run it would replace
     config = json.loads((run.path / "config.json").read_text())
     (run.path / "config.json").write_text(json.dumps({**config, "run_version": 99}))
     with pytest.raises(TrainError, match="format 99"):
         load_run(run.path)
     with pytest.raises(TrainError, match="not a run folder"):
         load_run(tmp_path)
+
+
+def test_leave_one_source_out_summarises_each_source_and_keeps_finished_runs(
+    xray_dataset: BuildResult, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    summary = leave_one_source_out(
+        xray_dataset.path, quick(epochs=1), out=tmp_path, n_boot=5, log=lines.append
+    )
+    data = json.loads((summary.parent / "loso.json").read_text())
+    counts = xray_dataset.manifest["source"].value_counts()
+    held = sorted(s for s, n in counts.items() if n >= 10)
+    assert [row["source"] for row in data["rows"]] == held
+    for row in data["rows"]:
+        assert row["images"] == counts[row["source"]]
+        assert "note" in row or row["n_images"] == counts[row["source"]]
+    text = summary.read_text()
+    assert text.startswith("> **Research use only") and all(s in text for s in held)
+    lines.clear()
+    leave_one_source_out(
+        xray_dataset.path, quick(epochs=1), out=tmp_path, n_boot=5, log=lines.append
+    )
+    assert sum("kept from a previous run" in line for line in lines) == sum(
+        "note" not in row for row in data["rows"]
+    )
+    assert json.loads((summary.parent / "loso.json").read_text()) == data

@@ -27,7 +27,7 @@ DeviceOption = Annotated[
 def _require_torch() -> None:
     import importlib.util
 
-    for module in ("torch", "timm", "safetensors"):
+    for module in ("torch", "timm", "safetensors", "matplotlib", "pytorch_grad_cam"):
         if importlib.util.find_spec(module) is None:
             err.print(
                 f"[bold red]error:[/] the model commands need {module}: {TORCH_INSTALL}",
@@ -37,13 +37,10 @@ def _require_torch() -> None:
 
 
 def _device(choice: str) -> str:
-    if choice not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda, not {choice!r}")
-    if choice != "auto":
-        return choice
-    import torch
+    """The device a command runs on; CUDA without a device is one message, not a traceback."""
+    from covid19_images.training.data import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve_device(choice))
 
 
 @app.command("train", cls=_Command)
@@ -227,7 +224,7 @@ def evaluate_command(
         n_boot=n_boot,
         device=_device(device),
     )
-    target = evaluation_folder(loaded, dataset=dataset, out=out_dir)
+    target = evaluation_folder(loaded, dataset=dataset, split=split, out=out_dir)
     _print_headline(target / "metrics.json")
     out.print(f"[green]{escape(str(target / 'report.md'))}[/]", highlight=False)
     out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)
@@ -322,7 +319,7 @@ def probe_command(
     root: RootOption = None,
     mirror: MirrorOption = None,
     n_boot: Annotated[
-        int, typer.Option("--n-boot", min=0, metavar="N", help="Bootstrap resamples.")
+        int, typer.Option("--n-boot", min=1, metavar="N", help="Bootstrap resamples.")
     ] = 1000,
     device: DeviceOption = "auto",
 ) -> None:

@@ -31,7 +31,7 @@ import sklearn
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score, roc_curve
 
 from covid19_images import RESEARCH_USE_NOTICE
-from covid19_images.atomic import write_with
+from covid19_images.atomic import json_safe, write_with
 from covid19_images.errors import EvaluationError
 from covid19_images.evaluation.calibration import (
     ECE_BINS,
@@ -451,23 +451,6 @@ def _overlap_counts(overlap: Overlap | Mapping[str, int] | None) -> dict[str, An
 
 
 # ---------------------------------------------------------------------------- writing
-
-
-def _json_safe(value: Any) -> Any:
-    """Plain JSON values: NaN and infinities become null, numpy scalars Python ones."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return _finite(float(value))
-    if value is None or isinstance(value, str):
-        return value
-    return str(value)
 
 
 def _plain(text: object) -> str:
@@ -1043,7 +1026,7 @@ def evaluate_predictions(
             metrics["figures_note"] = "figures=False"
     else:
         metrics["figures_note"] = "no output folder"
-    metrics = _json_safe(metrics)
+    metrics = json_safe(metrics)
     if out is not None:
         folder = Path(out)
         report = render_report(metrics, sections=sections)

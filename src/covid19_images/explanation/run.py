@@ -22,10 +22,10 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -94,7 +94,9 @@ def explain_run(
     run = run if isinstance(run, Run) else load_run(run)
     folder = Path(out) if out is not None else run.path / "explain"
     manifest = read_manifest(run.dataset).drop_duplicates("uid").set_index("uid")
-    pixels, rows = [], []
+    pixels: list[torch.Tensor] = []
+    rows: list[str] = []  # the uid of each image (a file: None)
+    names: list[str] = []  # its file name in overlays/ (uid, with the slice for CT)
     named_files = [i for i in images if i not in manifest.index]
     uids = [i for i in images if i in manifest.index]
     if not images:
@@ -103,17 +105,22 @@ def explain_run(
         chosen = _spread(part.facts, has_mask, n, seed)
         batch, _ = read_batch(part.dataset, part.segments[0][1][chosen], 0)
         pixels.append(batch)
-        rows += part.facts.iloc[chosen]["uid"].tolist()
-    for uid in uids:
-        split_of = str(manifest.loc[uid, "split"])
-        part = open_part(run.dataset, split_of)
+        picked = part.facts.iloc[chosen]
+        rows += picked["uid"].tolist()
+        names += [_name(r) for r in picked.to_dict("records")]
+    for uid in uids:  # a CT volume's uid: its first slice in the packed split
+        part = open_part(run.dataset, str(manifest.loc[uid, "split"]))
         position = int(np.flatnonzero(part.facts["uid"].to_numpy() == uid)[0])
         batch, _ = read_batch(part.dataset, part.segments[0][1][[position]], 0)
         pixels.append(batch)
         rows.append(uid)
+        names.append(_name(part.facts.iloc[position].to_dict()))
     for name in named_files:
         pixels.append(_read_file(name, run.size))
-        rows.append(Path(name).stem)
+        rows.append("")
+        names.append(f"file-{Path(name).stem}")
+    if len(set(names)) < len(names):
+        raise ExplainError("each image may be named once")
     if not rows:
         raise ExplainError(f"no image to explain in split {split!r}")
     x01 = torch.cat(
@@ -132,16 +139,17 @@ def explain_run(
     probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
     shown = (x01.squeeze(1).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
     predicted = [run.classes[k] for k in probs.argmax(axis=1)]
-    truth = [str(manifest.loc[u, "class"]) if u in manifest.index else "unknown" for u in rows]
-    frame = manifest.reindex(rows).reset_index()
+    truth = [str(manifest.loc[u, "class"]) if u else "unknown" for u in rows]
+    frame = manifest.reindex([u or None for u in rows]).reset_index()
     masks = load_masks(frame, run.size, root=root, mirror=mirror, on_error="warn")
     shares = energy_inside(cams, masks)
     areas = mask_area(masks)
-    paths = save_overlays(folder / "overlays", shown, cams, [_safe(r) for r in rows])
+    paths = save_overlays(folder / "overlays", shown, cams, [_safe(r) for r in names])
     montages = class_montages(folder, shown, cams, truth, predicted, probs.max(axis=1))
     table = pd.DataFrame(
         {
-            "uid": rows,
+            "uid": [u or None for u in rows],
+            "image": names,
             "class": [t if t != "unknown" else None for t in truth],
             "predicted": predicted,
             "probability": probs.max(axis=1),
@@ -187,15 +195,28 @@ def _any_mask(value: object) -> bool:
     return any(not f.endswith((".nii", ".nii.gz")) for f in files)
 
 
+def _name(facts: Mapping[Any, Any]) -> str:
+    """An image's name: its uid, and for a CT slice ``<uid>-s<slice>``."""
+    value = facts.get("slice")
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return str(facts["uid"])
+    return f"{facts['uid']}-s{int(value)}"
+
+
 def _read_file(name: str, size: int) -> torch.Tensor:
-    """An image file as a 0-1 tensor (1 x 1 x size x size), grey."""
+    """An image file as a 0-1 tensor (1 x 1 x size x size), grey: its centre square, as a
+    build cuts it, resized."""
     import torch
     from PIL import Image, UnidentifiedImageError
 
     path = Path(name)
     try:
         with Image.open(path) as image:
-            grey = image.convert("L").resize((size, size), Image.Resampling.BILINEAR)
+            grey = image.convert("L")
+            side = min(grey.size)
+            left, top = (grey.width - side) // 2, (grey.height - side) // 2
+            grey = grey.crop((left, top, left + side, top + side))
+            grey = grey.resize((size, size), Image.Resampling.BILINEAR)
     except FileNotFoundError:
         raise ExplainError(f"{name}: not a uid of the run's dataset, and no such file") from None
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
@@ -228,7 +249,7 @@ def _section(table: pd.DataFrame, run: Run, folder: Path) -> str:
         lines += ["|---|---|---|---:|---:|---:|"]
         for row in table[with_mask].to_dict("records"):
             lines.append(
-                f"| {row['uid']} | {row['class']} | {row['predicted']} | "
+                f"| {row['image']} | {row['class']} | {row['predicted']} | "
                 f"{row['probability']:.2f} | {_fmt(row['lung_energy'])} | "
                 f"{_fmt(row['lung_area'])} |"
             )

@@ -22,6 +22,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from covid19_images.atomic import json_safe
 from covid19_images.evaluation.metrics import BootstrapCI, bootstrap_ci
 from covid19_images.loaders.packed import open_split
 
@@ -299,27 +300,6 @@ def ci_dict(ci: BootstrapCI | None) -> dict[str, float | int] | None:
         "n": ci.n,
         "skipped": ci.skipped,
     }
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities as None, numpy scalars and arrays as Python values,
-    tuples as lists and mapping keys as strings.
-
-    Example:
-        >>> json_safe({"a": float("nan"), 1: np.float32(0.5), "b": (np.int64(2),)})
-        {'a': None, '1': 0.5, 'b': [2]}
-    """
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is pd.NA or value is pd.NaT:
-        return None
-    return value
 
 
 def json_dict(value: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from covid19_images.training.config import TrainError
@@ -64,23 +63,19 @@ def evaluate_run(
     own = run.predictions()
     val = own[own["split"] == "val"]
     overlap = None
-    target = evaluation_folder(run, dataset=dataset, out=out)
-    if dataset is None or _same(Path(dataset), run.dataset):
+    target = evaluation_folder(run, dataset=dataset, split=split, out=out)
+    other = _other_dataset(run, dataset)
+    if other is None:
         scored = own[own["split"] == split] if split in ("val", "test") else None
         if scored is None or scored.empty:
             scored = _predict_split(run, run.dataset, split, drop=set(), device=device)
         where = run.config["dataset"]["recipe"]
     else:
         from covid19_images.evaluation.external import external_overlap
-        from covid19_images.loaders.api import resolve_dataset
-        from covid19_images.loaders.packed import LoadError
 
-        try:
-            other = resolve_dataset(dataset)
-        except LoadError as exc:
-            raise TrainError(str(exc)) from None
         check_classes(run, other)
-        found = external_overlap(run.dataset, other)
+        # Validation chose the checkpoint and the threshold: its images count as seen too.
+        found = external_overlap(run.dataset, other, splits=("train", "val"))
         # Count what is left out of the split scored, not of the whole other dataset.
         in_split = set(open_part(other, split).facts["uid"])
         copies = [u for u in found.copies if u in in_split]
@@ -128,15 +123,36 @@ def evaluate_run(
 
 
 def evaluation_folder(
-    run: Run, *, dataset: Path | str | None = None, out: Path | str | None = None
+    run: Run,
+    *,
+    dataset: Path | str | None = None,
+    split: str = "test",
+    out: Path | str | None = None,
 ) -> Path:
-    """Where :func:`evaluate_run` writes: ``out``, else the run folder, else for another
-    dataset ``<run>/external/<dataset name>/``."""
+    """Where :func:`evaluate_run` writes: ``out``; else the run folder for its own test split,
+    ``<run>/eval-<split>/`` for another of its splits, and ``<run>/external/<dataset name>/``
+    for another dataset (so the run's own report is never replaced by another evaluation)."""
     if out is not None:
         return Path(out)
-    if dataset is None or _same(Path(dataset), run.dataset):
-        return run.path
-    return run.path / "external" / Path(dataset).name
+    other = _other_dataset(run, dataset)
+    if other is not None:
+        return run.path / "external" / other.name
+    return run.path if split == "test" else run.path / f"eval-{split}"
+
+
+def _other_dataset(run: Run, dataset: Path | str | None) -> Path | None:
+    """The dataset folder ``dataset`` names (a folder or a recipe name), or None where it is
+    the run's own."""
+    if dataset is None:
+        return None
+    from covid19_images.loaders.api import resolve_dataset
+    from covid19_images.loaders.packed import LoadError
+
+    try:
+        folder = resolve_dataset(dataset)
+    except LoadError as exc:
+        raise TrainError(str(exc)) from None
+    return None if _same(folder, run.dataset) else folder
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -163,18 +179,18 @@ def _predict_split(
     run: Run, folder: Path, split: str, *, drop: set[str], device: str
 ) -> pd.DataFrame:
     """Prediction rows of ``split`` of ``folder`` (rows of uids in ``drop`` left out)."""
-    import torch
-
-    from covid19_images.training.data import in_order, prepare
+    from covid19_images.training.data import in_order, predict_batches, resolve_device
 
     part = open_part(folder, split, drop=drop)
-    model = run.model(device=device)
-    outputs = []
-    with torch.inference_mode():
-        for images, _ in in_order(part, 64):
-            x = prepare(images, run.size, run.mean, run.std, torch.device(device))
-            outputs.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
-    probs = np.concatenate(outputs) if outputs else np.zeros((0, len(run.classes)))
+    probs, _ = predict_batches(
+        run.model(device=device),
+        in_order(part, 64),
+        size=run.size,
+        mean=run.mean,
+        std=run.std,
+        device=resolve_device(device),
+        classes=len(run.classes),
+    )
     frame = part.facts.drop(columns=["label"]).assign(split=split)
     for k, name in enumerate(run.classes):
         frame[f"prob_{name}"] = probs[:, k]

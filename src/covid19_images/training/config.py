@@ -24,6 +24,10 @@ class TrainError(Covid19ImagesError):
     """A run cannot be trained, resumed or read (bad option, dataset, or run folder)."""
 
 
+class NotTrainableError(TrainError):
+    """The rows chosen cannot train or score a model (one class, an empty split)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every option of a training run.
@@ -82,6 +86,8 @@ class TrainConfig:
             problems.append(f"balance must be one of {', '.join(BALANCE)}, not {self.balance!r}")
         if self.patience < 0 or self.workers < 0:
             problems.append("patience and workers cannot be negative")
+        if self.augment not in ("none", "light", "standard"):
+            problems.append(f"augment must be none, light or standard, not {self.augment!r}")
         if self.steps is not None and self.steps < 1:
             problems.append(f"steps must be at least 1, not {self.steps}")
         if problems:

@@ -10,7 +10,7 @@ standard deviation, so a model sees the same scale on any dataset it is evaluate
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -239,3 +239,51 @@ def iterate(
         return
     tagged = [EpochBatch(epoch, tuple(int(i) for i in positions)) for positions in chunks]
     yield from DataLoader(part.dataset, batch_size=None, sampler=tagged, num_workers=workers)
+
+
+def resolve_device(choice: str | torch.device) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda``; CUDA without a device is a
+    :class:`TrainError`, not a driver traceback.
+
+    Example:
+        >>> resolve_device("cpu")  # doctest: +SKIP
+        device(type='cpu')
+    """
+    import torch
+
+    name = str(choice)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainError(f"--device {name}: no CUDA device is available (use --device cpu)")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise TrainError(f"--device must be auto, cpu or cuda, not {name!r}")
+    return torch.device(name)
+
+
+def predict_batches(
+    model: torch.nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]],
+    *,
+    size: int,
+    mean: float,
+    std: float,
+    device: torch.device,
+    classes: int,
+    criterion: torch.nn.Module | None = None,
+) -> tuple[np.ndarray, float]:
+    """Softmax probabilities (N x classes) of 0-1 batches, and with ``criterion`` the mean
+    loss against their labels; the model runs in eval mode without gradients."""
+    import torch
+
+    model.eval()
+    outputs, losses, seen = [], 0.0, 0
+    with torch.inference_mode():
+        for images, labels in batches:
+            logits = model(prepare(images, size, mean, std, device)).float()
+            if criterion is not None and labels is not None:
+                losses += float(criterion(logits, labels.to(device)).item()) * len(labels)
+            seen += len(images)
+            outputs.append(torch.softmax(logits, dim=1).cpu().numpy())
+    probs = np.concatenate(outputs) if outputs else np.zeros((0, classes), dtype=np.float32)
+    return probs, losses / max(seen, 1)

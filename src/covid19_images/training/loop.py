@@ -29,15 +29,17 @@ import pandas as pd
 
 from covid19_images import RESEARCH_USE_NOTICE, __version__
 from covid19_images.atomic import write_json, write_with
-from covid19_images.training.config import TrainConfig, TrainError
+from covid19_images.training.config import NotTrainableError, TrainConfig, TrainError
 from covid19_images.training.data import (
     Part,
     dataset_facts,
     in_order,
     iterate,
     open_part,
+    predict_batches,
     prepare,
     read_manifest,
+    resolve_device,
 )
 from covid19_images.training.run import (
     CHECKPOINTS,
@@ -109,12 +111,18 @@ def train(
     from covid19_images.loaders.api import resolve_dataset
     from covid19_images.loaders.packed import LoadError
     from covid19_images.models import create
-    from covid19_images.models.registry import get_spec
+    from covid19_images.models.registry import XRV_PREFIX, get_spec
 
     try:
         folder = resolve_dataset(dataset)
     except LoadError as exc:
         raise TrainError(str(exc)) from None
+    if isinstance(config.pretrained, str) and config.pretrained.startswith(XRV_PREFIX):
+        raise TrainError(
+            "training from TorchXRayVision weights is not supported yet (their model takes "
+            "another input scale and is rebuilt differently): use models.create(..., "
+            f'pretrained="{config.pretrained}") in your own loop, or --pretrained yes'
+        )
     facts = dataset_facts(folder)
     if facts["naive"] and log is not None:
         log(
@@ -122,14 +130,19 @@ def train(
             "test metrics are inflated by leakage; for comparison only"
         )
     spec = get_spec(config.model)
-    size = max(config.size or facts["size"], spec.min_size)
     run_dir = Path(out) / (name or default_name(folder, config))
-    state = _prepare_folder(run_dir, config, resume=resume, overwrite=overwrite)
-    device = _device(config.device)
+    # Everything that can refuse the run is checked before the run folder is touched.
+    if resume and overwrite:
+        raise TrainError("--resume continues a run and --overwrite replaces it: choose one")
+    state, record = _saved(run_dir, config, facts) if resume else (None, None)
+    replace = False if resume else _make_way(run_dir, overwrite)
+    device = resolve_device(config.device)
     parts = _parts(folder, config)
     classes = facts["classes"]
     _check_parts(parts, classes)
-    if state is None:
+    torch.manual_seed(config.seed)
+    model = create(config.model, len(classes), in_chans=1, pretrained=config.pretrained).to(device)
+    if record is None:
         record = {
             "run_version": RUN_VERSION,
             "tool": f"covid19-images {__version__}",
@@ -137,7 +150,7 @@ def train(
             "train": config.to_dict(),
             "dataset": facts,
             "classes": classes,
-            "size": size,
+            "size": max(config.size or facts["size"], spec.min_size),
             "channels": 1,
             "normalize": {"mean": facts["mean"], "std": facts["std"]},
             "selection": {k: len(p) for k, p in parts.items()},
@@ -148,17 +161,15 @@ def train(
                 "device": str(device),
             },
             "command": sys.argv if Path(sys.argv[0]).name == "covid19-images" else None,
-            "complete": False,
         }
-        write_json(run_dir / CONFIG, record)
-    else:
-        record = load_run(run_dir).config
-        record["train"] = config.to_dict()
-        record["complete"] = False
-        write_json(run_dir / CONFIG, record)
+        if replace:
+            shutil.rmtree(run_dir)
+        (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    record["train"] = config.to_dict()
+    record["complete"] = False
+    write_json(run_dir / CONFIG, record)
+    size = int(record["size"])
 
-    torch.manual_seed(config.seed)
-    model = create(config.model, len(classes), in_chans=1, pretrained=config.pretrained).to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -176,7 +187,7 @@ def train(
     history: list[dict[str, Any]] = []
     start, best, wait = 0, -math.inf, 0
     if state is not None:
-        load_weights(model, run_dir / CHECKPOINTS / "last.safetensors")
+        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -187,7 +198,7 @@ def train(
         ]
         start, best, wait = int(state["epoch"]) + 1, float(state["best"]), int(state["wait"])
 
-    mean, std = facts["mean"], facts["std"]
+    mean, std = float(record["normalize"]["mean"]), float(record["normalize"]["std"])
     stopped = "epochs"
     for epoch in range(start, config.epochs):
         if config.patience and wait >= config.patience:
@@ -232,7 +243,7 @@ def train(
             model, parts["val"], size, mean, std, device, eval_criterion, config.batch_size
         )
         metric, metric_name = _val_metric(parts["val"].labels, probs, val_loss, len(classes))
-        improved = metric > best
+        improved = metric > best or not history  # the first epoch is the best so far
         if improved:
             best, wait = metric, 0
             save_weights(model, run_dir / CHECKPOINTS / "best.safetensors")
@@ -250,7 +261,9 @@ def train(
         }
         history.append(row)
         save_weights(model, run_dir / CHECKPOINTS / "last.safetensors")
-        _save_state(run_dir, epoch, best, wait, optimizer, scheduler, scaler, history)
+        # The state file alone is what --resume reads: weights, optimiser and counters of one
+        # epoch in one file, written whole, so they can never come from different epochs.
+        _save_state(run_dir, model, epoch, best, wait, optimizer, scheduler, scaler, history)
         _write_history(run_dir, history)
         if log is not None:
             log(
@@ -260,8 +273,7 @@ def train(
             )
 
     best_file = run_dir / CHECKPOINTS / "best.safetensors"
-    shutil.copyfile(best_file, run_dir / f".{WEIGHTS}.tmp")
-    (run_dir / f".{WEIGHTS}.tmp").replace(run_dir / WEIGHTS)
+    write_with(run_dir / WEIGHTS, lambda tmp: shutil.copyfile(best_file, tmp))
     load_weights(model, best_file)
     _write_curve(run_dir, history)
     frames = []
@@ -297,51 +309,49 @@ def train(
     return run
 
 
-def _prepare_folder(
-    run_dir: Path, config: TrainConfig, *, resume: bool, overwrite: bool
-) -> dict[str, Any] | None:
-    """Make way for the run; on ``resume`` return the saved training state."""
-    if resume and overwrite:
-        raise TrainError("--resume continues a run and --overwrite replaces it: choose one")
-    if resume:
-        saved = load_run(run_dir)
-        differs = config.differences(saved.train_config, ignore=("epochs", "workers", "device"))
-        if differs:
-            raise TrainError(
-                f"{run_dir} was trained with other options ({'; '.join(differs)}): resume with "
-                "the same options, or train a new run"
-            )
-        file = run_dir / CHECKPOINTS / STATE
-        if not file.is_file():
-            raise TrainError(f"{run_dir} has no checkpoint to resume from ({file.name})")
-        import torch
-
-        try:
-            state: dict[str, Any] = torch.load(file, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise TrainError(f"{file} cannot be read ({str(exc)[:200]})") from None
-        return state
-    if run_dir.exists():
-        if not overwrite:
-            raise TrainError(
-                f"{run_dir} exists: --resume continues it, --overwrite replaces it, or give "
-                "another --name"
-            )
-        if not (run_dir / CONFIG).is_file():
-            raise TrainError(f"{run_dir} exists and is not a run folder: not replacing it")
-        shutil.rmtree(run_dir)
-    (run_dir / CHECKPOINTS).mkdir(parents=True)
-    return None
-
-
-def _device(choice: str) -> torch.device:
+def _saved(
+    run_dir: Path, config: TrainConfig, facts: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The saved training state and ``config.json`` of a run to resume, after checking that
+    it was trained with the same options on the same dataset."""
+    saved = load_run(run_dir)
+    differs = config.differences(saved.train_config, ignore=("epochs", "workers", "device"))
+    before = saved.config["dataset"]
+    for key in ("path", "lock_sha256"):
+        if before.get(key) != facts.get(key):
+            differs.append(f"dataset {key}: {before.get(key)} -> {facts.get(key)}")
+    if differs:
+        raise TrainError(
+            f"{run_dir} was trained with other options or data ({'; '.join(differs)}): resume "
+            "with the same ones, or train a new run"
+        )
+    file = run_dir / CHECKPOINTS / STATE
+    if not file.is_file():
+        raise TrainError(f"{run_dir} has no checkpoint to resume from ({file.name})")
     import torch
 
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise TrainError("--device cuda: no CUDA device is available (use --device cpu)")
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(choice)
+    try:
+        state: dict[str, Any] = torch.load(file, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise TrainError(f"{file} cannot be read ({str(exc)[:200]})") from None
+    if "model" not in state:
+        raise TrainError(f"{file} holds no model state: train the run again (--overwrite)")
+    return state, saved.config
+
+
+def _make_way(run_dir: Path, overwrite: bool) -> bool:
+    """Refuse an existing run folder; with ``overwrite``, check it is one and say to replace
+    it (once every other check has passed)."""
+    if not run_dir.exists():
+        return False
+    if not overwrite:
+        raise TrainError(
+            f"{run_dir} exists: --resume continues it, --overwrite replaces it, or give "
+            "another --name"
+        )
+    if not (run_dir / CONFIG).is_file() and any(run_dir.iterdir()):
+        raise TrainError(f"{run_dir} exists and is not a run folder: not replacing it")
+    return True
 
 
 def _parts(folder: Path, config: TrainConfig) -> dict[str, Part]:
@@ -376,22 +386,25 @@ def _parts(folder: Path, config: TrainConfig) -> dict[str, Part]:
 
 
 def _linked_to(folder: Path, manifest: pd.DataFrame, source: str) -> set[str]:
-    """Uids of other sources' images that share a patient or a copy cluster with ``source``."""
-    from covid19_images.assemble.splits import group_ids
+    """Uids of other sources' images that share a patient or a copy cluster with ``source``
+    (copy pairs from the dataset's ``duplicates.csv`` where both images are in it, chains
+    joined)."""
+    from covid19_images.assemble.splits import group_ids, merge_groups
 
-    clusters: list[str | None] = [None] * len(manifest)
+    uids = [str(u) for u in manifest["uid"]]
+    links: list[tuple[int, int]] = []
     dup = folder / "duplicates.csv"
     if dup.is_file():
         pairs = pd.read_csv(dup, usecols=["uid_a", "uid_b"])
-        position = {u: i for i, u in enumerate(manifest["uid"])}
-        for a, b in zip(pairs["uid_a"], pairs["uid_b"], strict=True):
-            if a in position and b in position:
-                key = f"copy:{min(a, b)}"
-                for u in (a, b):
-                    clusters[position[u]] = clusters[position[u]] or key
+        position = {u: i for i, u in enumerate(uids)}
+        links = [
+            (position[a], position[b])
+            for a, b in zip(pairs["uid_a"], pairs["uid_b"], strict=True)
+            if a in position and b in position
+        ]
     patients = [None if pd.isna(p) else str(p) for p in manifest["patient_id"]]
-    groups = group_ids(list(manifest["uid"]), patients, clusters)
-    frame = pd.DataFrame({"uid": manifest["uid"], "source": manifest["source"], "group": groups})
+    groups = merge_groups(group_ids(uids, patients, [None] * len(uids)), links)
+    frame = pd.DataFrame({"uid": uids, "source": manifest["source"], "group": groups})
     held_groups = set(frame.loc[frame["source"] == source, "group"])
     linked = frame[(frame["source"] != source) & frame["group"].isin(held_groups)]
     return set(linked["uid"])
@@ -399,13 +412,15 @@ def _linked_to(folder: Path, manifest: pd.DataFrame, source: str) -> set[str]:
 
 def _check_parts(parts: dict[str, Part], classes: list[str]) -> None:
     if len(parts["train"]) < 2:
-        raise TrainError("the training split has fewer than 2 images: nothing to train on")
+        raise NotTrainableError("the training split has fewer than 2 images: nothing to train on")
     present = sorted({classes[i] for i in parts["train"].labels})
     if len(present) < 2:
-        raise TrainError(f"the training split holds one class only ({present[0]})")
+        raise NotTrainableError(f"the training split holds one class only ({present[0]})")
     for name in ("val", "test"):
         if len(parts[name]) == 0:
-            raise TrainError(f"the {name} split is empty: rebuild with more data or other ratios")
+            raise NotTrainableError(
+                f"the {name} split is empty: rebuild with more data or other ratios"
+            )
 
 
 def _class_weights(labels: np.ndarray, n: int) -> torch.Tensor:
@@ -428,17 +443,17 @@ def _predict(
     batch_size: int,
 ) -> tuple[np.ndarray, float]:
     """Softmax probabilities of every row of ``part`` and the mean loss on them."""
-    import torch
-
-    model.eval()
-    outputs, losses = [], 0.0
-    with torch.inference_mode():
-        for images, labels in in_order(part, 2 * batch_size):
-            logits = model(prepare(images, size, mean, std, device)).float()
-            losses += float(criterion(logits, labels.to(device)).item()) * len(labels)
-            outputs.append(torch.softmax(logits, dim=1).cpu().numpy())
-    probs = np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32)
-    return probs, losses / max(len(part), 1)
+    classes = int(part.facts["label"].max()) + 1 if len(part) else 0
+    return predict_batches(
+        model,
+        in_order(part, 2 * batch_size),
+        size=size,
+        mean=mean,
+        std=std,
+        device=device,
+        classes=classes,
+        criterion=criterion,
+    )
 
 
 def _val_metric(labels: np.ndarray, probs: np.ndarray, loss: float, n: int) -> tuple[float, str]:
@@ -457,6 +472,7 @@ def _val_metric(labels: np.ndarray, probs: np.ndarray, loss: float, n: int) -> t
 
 def _save_state(
     run_dir: Path,
+    model: torch.nn.Module,
     epoch: int,
     best: float,
     wait: int,
@@ -469,6 +485,7 @@ def _save_state(
 
     columns = list(history[0]) if history else []
     state = {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "epoch": epoch,
         "best": best,
         "wait": wait,

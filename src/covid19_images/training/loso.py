@@ -22,10 +22,11 @@ from typing import Any
 import pandas as pd
 
 from covid19_images import RESEARCH_USE_NOTICE
-from covid19_images.atomic import write_json, write_text
-from covid19_images.training.config import TrainConfig, TrainError
+from covid19_images.atomic import json_safe, write_json, write_text
+from covid19_images.training.config import NotTrainableError, TrainConfig, TrainError
 from covid19_images.training.data import read_manifest
 from covid19_images.training.loop import default_name, train
+from covid19_images.training.run import load_run
 
 MIN_IMAGES = 10
 """A source with fewer images than this is not held out on its own (too few to score)."""
@@ -63,28 +64,36 @@ def leave_one_source_out(
     base = Path(out) / (name or f"{default_name(folder, config)}-loso")
     rows: list[dict[str, Any]] = []
     for source in held:
+        one = TrainConfig.from_dict({**config.to_dict(), "leave_out": source})
+        run_dir = base / source
+        done = (run_dir / "metrics.json").is_file() and _complete(run_dir)
+        if done and not overwrite:  # a rerun keeps the runs it finished
+            if log is not None:
+                log(f"{source}: kept from a previous run ({run_dir})")
+            rows.append({"source": source, "images": counts[source], **_read_metrics(run_dir)})
+            continue
         if log is not None:
             log(f"holding out {source} ({counts[source]} images)")
-        one = TrainConfig.from_dict({**config.to_dict(), "leave_out": source})
+        resume = (run_dir / "config.json").is_file() and not overwrite
         try:
             run = train(
                 folder,
                 one,
                 out=base,
                 name=source,
+                resume=resume,
                 overwrite=overwrite,
                 progress=progress,
                 log=log,
                 n_boot=n_boot,
             )
-        except TrainError as exc:  # e.g. one class left in training: a row, not a failure
+        except NotTrainableError as exc:  # e.g. one class left to train on: a row, not a stop
             rows.append({"source": source, "images": counts[source], "note": str(exc)})
             continue
-        metrics = _read_metrics(run.path / "metrics.json")
-        rows.append({"source": source, "images": counts[source], **metrics})
+        rows.append({"source": source, "images": counts[source], **_read_metrics(run.path)})
     frame = pd.DataFrame(rows)
     write_json(
-        base / "loso.json", {"dataset": str(folder), "model": config.model, "rows": _safe(rows)}
+        base / "loso.json", {"dataset": str(folder), "model": config.model, "rows": json_safe(rows)}
     )
     lines = [
         f"> **{RESEARCH_USE_NOTICE}**",
@@ -101,21 +110,21 @@ def leave_one_source_out(
     return base / "loso.md"
 
 
-def _read_metrics(path: Path) -> dict[str, Any]:
+def _read_metrics(run_dir: Path) -> dict[str, Any]:
     """AUROC per class and balanced accuracy of one held-out run, from its metrics.json."""
     import json
 
     from covid19_images.evaluation.report import summary_row
 
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     return summary_row(data)
 
 
-def _safe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
-        for r in rows
-    ]
+def _complete(run_dir: Path) -> bool:
+    try:
+        return load_run(run_dir).complete
+    except TrainError:
+        return False
 
 
 def _markdown(frame: pd.DataFrame) -> list[str]:

@@ -134,24 +134,29 @@ class Run:
         """
         import torch
 
-        from covid19_images.training.data import prepare
+        from covid19_images.training.data import predict_batches, resolve_device
 
-        net = model if model is not None else self.model(device=device)
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                chunk = np.asarray(images[start : start + batch_size], dtype=np.float32) / 255.0
-                x = prepare(
-                    torch.from_numpy(chunk).unsqueeze(1),
-                    self.size,
-                    self.mean,
-                    self.std,
-                    torch.device(device),
-                )
-                out.append(torch.softmax(net(x).float(), dim=1).cpu().numpy())
-        if not out:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return np.concatenate(out)
+        where = resolve_device(device)
+        net = model if model is not None else self.model(device=where)
+        batches = (
+            (
+                torch.from_numpy(np.asarray(images[i : i + batch_size], np.float32) / 255.0)[
+                    :, None
+                ],
+                None,
+            )
+            for i in range(0, len(images), batch_size)
+        )
+        probs, _ = predict_batches(
+            net,
+            batches,
+            size=self.size,
+            mean=self.mean,
+            std=self.std,
+            device=where,
+            classes=len(self.classes),
+        )
+        return probs
 
 
 def load_run(path: Path | str) -> Run:
