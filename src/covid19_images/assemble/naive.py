@@ -131,7 +131,7 @@ class NaiveSummary:
         return sum(n for by in self.kept.values() for k, n in by.items() if kind in (None, k))
 
     def as_dict(self) -> dict[str, Any]:
-        """The summary as JSON-ready data (``lock.json``'s ``naive_kept``)."""
+        """The summary as JSON-ready data (``lock.json``'s ``naive_build``)."""
         return {
             "split_by": self.unit,
             "fractions": self.fractions,

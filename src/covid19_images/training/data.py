@@ -228,6 +228,7 @@ def iterate(
 
     The batches and their augmentation draws are the same whatever the number of workers.
     """
+    import torch
     from torch.utils.data import DataLoader
 
     from covid19_images.loaders.pytorch import EpochBatch
@@ -238,7 +239,12 @@ def iterate(
             yield read_batch(part.dataset, positions, epoch)
         return
     tagged = [EpochBatch(epoch, tuple(int(i) for i in positions)) for positions in chunks]
-    yield from DataLoader(part.dataset, batch_size=None, sampler=tagged, num_workers=workers)
+    # The loader's own generator, not torch's global one: with or without workers the global
+    # RNG (dropout, say) sees the same draws.
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    yield from DataLoader(
+        part.dataset, batch_size=None, sampler=tagged, num_workers=workers, generator=generator
+    )
 
 
 def resolve_device(choice: str | torch.device) -> torch.device:
