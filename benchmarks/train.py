@@ -95,7 +95,8 @@ def run_steps(loader: Iterable[Any], args: argparse.Namespace) -> dict[str, floa
     from covid19_images.models import create
 
     torch.manual_seed(0)
-    model = create(args.model, 3, in_chans=1)
+    device = torch.device(args.device)
+    model = create(args.model, 3, in_chans=1).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     criterion = torch.nn.CrossEntropyLoss()
     model.train()
@@ -104,11 +105,14 @@ def run_steps(loader: Iterable[Any], args: argparse.Namespace) -> dict[str, floa
     mark = time.perf_counter()
     while done < total:
         for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             got = time.perf_counter()
             loss = criterion(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()  # the step is done, not only queued
             end = time.perf_counter()
             if done >= args.warmup:
                 waited += got - mark
@@ -135,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--augment", default="standard")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -159,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "size": args.size,
         "batch_size": args.batch_size,
         "augment": args.augment,
+        "device": args.device,
         "workers": args.workers,
         "threads": args.threads,
         "steps": args.steps,
@@ -171,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         return 0
     print(
-        f"{args.model} at {args.size} px, batch {args.batch_size}, augment {args.augment}, "
-        f"{args.workers} workers, {args.threads} threads; median of {args.rounds} rounds"
+        f"{args.model} at {args.size} px on {args.device}, batch {args.batch_size}, augment "
+        f"{args.augment}, {args.workers} workers, {args.threads} threads; median of "
+        f"{args.rounds} rounds"
     )
     print(f"{'loader':<12} {'images/s':>9} {'waiting':>8}")
     for name, row in summary.items():
