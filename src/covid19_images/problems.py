@@ -56,6 +56,8 @@ KINDS: Final[dict[str, str]] = {
     "unreadable-folder": "a folder that cannot be listed (no permission, or a link loop)",
     "broken-link": "a symbolic link whose target is missing or loops",
     "too-few-slices": "a CT series with too few slices to be a volume",
+    "empty-mask": "a mask with no labelled pixel (or none inside the image's square copy)",
+    "box-outside": "an annotated box that lies partly or wholly outside its image",
 }
 
 

@@ -249,14 +249,17 @@ def test_nnunet_every_case(seg: BuildResult, tmp_path: Path) -> None:  # noqa: F
 def test_bad_requests_are_one_clear_error(xray_dataset: BuildResult, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="nnU-Net needs a segmentation dataset"):
         export(xray_dataset.path, "nnunet", tmp_path / "nn")
-    with pytest.raises(ExportError, match="unknown format 'coco'"):
-        export(xray_dataset.path, "coco", tmp_path / "x")
+    with pytest.raises(ExportError, match="unknown format 'voc'"):
+        export(xray_dataset.path, "voc", tmp_path / "x")
+    with pytest.raises(ExportError, match="COCO needs a detection dataset"):
+        export(xray_dataset.path, "coco", tmp_path / "c")
+    assert not (tmp_path / "c").exists()
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine", encoding="utf-8")
     with pytest.raises(ExportError, match="not empty"):
         export(xray_dataset.path, "imagefolder", tmp_path / "full")
     assert (tmp_path / "full" / "keep.txt").read_text(encoding="utf-8") == "mine"
-    result = CliRunner().invoke(app, ["export", str(xray_dataset.path), "--format", "coco"])
+    result = CliRunner().invoke(app, ["export", str(xray_dataset.path), "--format", "voc"])
     assert result.exit_code == 2 and "unknown format" in result.output
     assert "Traceback" not in result.output
 

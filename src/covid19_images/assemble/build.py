@@ -146,7 +146,7 @@ def build(
         root=base,
         mirror=mirror,
         fetch=fetch,
-        task=recipe.task,
+        task=_CATALOG_TASK.get(recipe.task, recipe.task),
         progress=fetch_progress,
         on_event=on_fetch,
     )  # before the fingerprint: a source fetched now is one of the inputs
@@ -196,6 +196,10 @@ def build(
         return _reported(assemble_ct(recipe, selected, classes, job), fetched)
     upstream = membership is not None  # a membership recipe keeps the upstream splits
     return _reported(assemble_xray(recipe, selected, classes, job, upstream=upstream), fetched)
+
+
+_CATALOG_TASK: dict[str, str | None] = {"detection": "localization", "regression": None}
+"""A recipe's task as the catalog names the tasks its sources serve (None: any)."""
 
 
 def _reported(result: BuildResult, fetched: SourcesReport) -> BuildResult:

@@ -11,7 +11,9 @@
 - ``monai``: the images as ``imagefolder`` plus ``datalist.json`` (``training``,
   ``validation``, ``test``; paths relative to it);
 - ``hf``: ``DatasetDict.save_to_disk`` (``datasets.load_from_disk`` reads it back);
-- ``nnunet``: an nnU-Net v2 raw dataset of a segmentation dataset's image/label pairs.
+- ``nnunet``: an nnU-Net v2 raw dataset of a segmentation dataset's image/label pairs;
+- ``coco``: a detection dataset's ``annotations/instances_<split>.json`` and images
+  (:mod:`covid19_images.assemble.coco`).
 
 Images are hard links to the dataset's own files where the file system allows (copies
 elsewhere); the target is written under a temporary name and renamed when complete.
@@ -33,7 +35,7 @@ from covid19_images.assemble.folder import link
 from covid19_images.errors import Covid19ImagesError
 from covid19_images.loaders.packed import INDEX, read_meta
 
-FORMATS: Final = ("imagefolder", "covidx", "monai", "hf", "nnunet")
+FORMATS: Final = ("imagefolder", "covidx", "monai", "hf", "nnunet", "coco")
 COVIDX_LABELS: Final = {"covid19": "COVID-19", "pneumonia": "pneumonia", "normal": "normal"}
 """COVIDx V9A (three-class task) label of each of our classes."""
 CovidxTask = Literal["3class", "binary"]
@@ -223,10 +225,17 @@ def _nnunet(folder: Path, tmp: Path) -> None:
     write_nnunet(folder, manifest, tmp / name, labels, str(recipe.get("description") or ""))
 
 
+def _coco(folder: Path, tmp: Path) -> None:
+    from covid19_images.assemble.coco import write_coco
+
+    write_coco(folder, tmp)
+
+
 _WRITERS: dict[str, Callable[[Path, Path], None]] = {
     "imagefolder": _imagefolder,
     "covidx": _covidx,
     "monai": _monai,
     "hf": _hf,
     "nnunet": _nnunet,
+    "coco": _coco,
 }

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from covid19_images.dedup.near import (
     DEFAULT_MAX_HAMMING,
@@ -55,6 +55,15 @@ class DedupSpec(_Model):
     min_aligned: float = Field(DEFAULT_MIN_ALIGNED, ge=0, le=1)
 
 
+class TargetSpec(_Model):
+    """A regression target: the record attribute it is read from and its valid range."""
+
+    attribute: str
+    min: float
+    max: float
+    description: str = ""
+
+
 class Recipe(_Model):
     """What an assembled dataset holds.
 
@@ -79,14 +88,37 @@ class Recipe(_Model):
     """Take split and class from an upstream membership list instead (COVIDx)."""
     split: SplitSpec = SplitSpec()
     dedup: DedupSpec = DedupSpec()
-    task: Literal["classification", "segmentation"] = "classification"
-    """CT: ``segmentation`` keeps only volumes with a usable mask and writes image/label pairs."""
+    task: Literal["classification", "segmentation", "detection", "regression"] = "classification"
+    """``segmentation`` keeps only images (CT: volumes) with a usable mask and writes
+    image/label pairs; ``detection`` (X-ray) images with boxes; ``regression`` (X-ray) images
+    with every target. ``classes`` still stratify the split."""
     window: Literal["lung", "mediastinum"] = "lung"
     """CT: the HU window of the uint8 slices."""
     mask_labels: Literal["lesion", "harmonised"] = "lesion"
     """CT segmentation: one lesion label (GGO, consolidation, infection), or the whole map."""
     nnunet_dataset: str | None = Field(None, pattern=r"^Dataset\d{3}_[A-Za-z0-9_]+$")
     """CT segmentation: also write an nnU-Net raw dataset folder of this name."""
+    mask_label: str = Field("lung", pattern=r"^[a-z0-9_]+$")
+    """X-ray segmentation and detection: the name of label 1 of the binary masks."""
+    box_labels: list[str] = []
+    """Detection: the box labels kept, in order (COCO category ids 1, 2, ...)."""
+    targets: dict[str, TargetSpec] = {}
+    """Regression: target name → the record attribute and its valid range, in order."""
+    annotation_notes: list[str] = []
+    """Lines for the datasheet on where the annotations come from and how they were made."""
+
+    @model_validator(mode="after")
+    def _task_needs(self) -> Recipe:
+        if self.task == "detection" and not self.box_labels:
+            raise ValueError("a detection recipe names its box_labels")
+        if self.task == "regression" and not self.targets:
+            raise ValueError("a regression recipe names its targets")
+        if self.task in ("detection", "regression") and "CT" in self.modality:
+            raise ValueError(f"task {self.task} is for X-ray recipes")
+        for name, spec in self.targets.items():
+            if spec.min >= spec.max:
+                raise ValueError(f"target {name}: min {spec.min} is not below max {spec.max}")
+        return self
 
     @field_validator("views")
     @classmethod

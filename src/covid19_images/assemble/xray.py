@@ -9,6 +9,11 @@ audit's own cross-split copy check finds nothing, and written::
       train/ val/ test/<class>/<uid>.png     ImageFolder-ready
       <split>_<size>.npy, packed.parquet, packed.json
       manifest.parquet, problems.csv, duplicates.csv, lock.json, audit.json, datasheet.md
+
+An annotation recipe (segmentation, detection, regression) keeps the images that carry its
+annotation and writes ``<split>/images/<uid>.png`` beside ``<split>/labels/<uid>.png`` (masks),
+the masks packed as ``<split>_<size>_mask.npy``, ``boxes.parquet`` (detection) and the targets in
+``packed.parquet`` (regression): :mod:`covid19_images.assemble.annotated`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,16 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from covid19_images import __version__
+from covid19_images.assemble.annotated import (
+    Annotation,
+    annotate,
+    annotated,
+    datasheet_lines,
+    layout,
+    mask_reader,
+    wanted,
+    write_boxes,
+)
 from covid19_images.assemble.dicoms import deid_salt, write_dicoms
 from covid19_images.assemble.fingerprint import write_state
 from covid19_images.assemble.folder import link, staging, write_tables
@@ -68,9 +83,20 @@ def assemble_xray(
     params = Params(sizes=tuple(sorted({224, 512, size})), max_pixels=job.max_pixels)
     cache = job.base / "processed" / "xray"
     roots = {source: located.path for source, located in job.used.items()}
+    notes = annotated(recipe)  # segmentation, detection, regression: annotations ride along
+    if notes:
+        selected = wanted(recipe, selected, log)
+        if not selected:
+            raise BuildError(nothing_passes(recipe, log))
     processed, _ = process_records(
         selected, roots, cache, params=params, executor=executor, log=log
     )
+    annotations: dict[str, Annotation] = {}
+    if notes and processed:
+        places = job.base / "processed" / "xray-annotations"
+        processed, annotations = annotate(
+            recipe, processed, roots, places, params, size, executor, log
+        )
     if not processed:
         raise BuildError(nothing_passes(recipe, log))
     scratch = ProblemLog() if job.naive else log  # a naive build keeps the copies it finds
@@ -114,6 +140,8 @@ def assemble_xray(
         )
 
     manifest = _manifest(kept, classes, splits, size)
+    if notes:
+        manifest = layout(recipe, manifest, annotations)
     process = {
         "sizes": list(params.sizes),
         "version": params.version,
@@ -148,6 +176,7 @@ def assemble_xray(
         memo=memo,
         progress=job.progress,
         naive=naive,
+        annotations=annotations if notes else None,
     )
     return BuildResult(job.final, manifest, log, job.used, job.missing, dedup, naive=job.naive)
 
@@ -227,6 +256,7 @@ def _write(
     memo: FileSignatures | None = None,
     progress: bool = False,
     naive: NaiveSummary | None = None,
+    annotations: dict[str, Annotation] | None = None,
 ) -> None:
     from covid19_images.assemble.datasheet import write_datasheet
 
@@ -234,19 +264,36 @@ def _write(
         keys = {r.uid: r.processed_key or "" for r in kept}
         for uid, rel in zip(manifest["uid"], manifest["path"], strict=True):
             link(output_dir(cache, keys[uid]) / f"{size}.png", tmp / rel)
+        extra: list[str] = []
+        masks = None
+        if annotations is not None:
+            for uid, rel in zip(manifest["uid"], manifest["mask_path"], strict=True):
+                mask = annotations[uid].mask
+                if mask is not None and isinstance(rel, str):
+                    link(mask, tmp / rel)
+            if recipe.task in ("segmentation", "detection"):
+                masks = mask_reader(tmp, manifest, size)
+            extra = datasheet_lines(recipe, manifest, annotations)
         write_packed(
             tmp,
             manifest,
             sorted(recipe.classes),
             size,
             f"covid19-images {__version__}",
+            masks,
             progress=progress,
+            targets=list(recipe.targets) if recipe.task == "regression" else (),
+            task=recipe.task if annotations is not None else None,
         )
+        if annotations is not None and recipe.task == "detection":
+            write_boxes(tmp, recipe, manifest, annotations)
         if naive is not None:
             mark_packed(tmp)
         report = write_tables(
             tmp, recipe, manifest, log, dedup, lock_data, expected_manifest, memo=memo
         )
-        write_datasheet(tmp, recipe, manifest, log, dedup, report, used, missing, naive=naive)
+        write_datasheet(
+            tmp, recipe, manifest, log, dedup, report, used, missing, extra=extra, naive=naive
+        )
         if state is not None:
             write_state(tmp, state)

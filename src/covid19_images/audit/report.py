@@ -158,7 +158,7 @@ def audit_dataset(
         for c, g in manifest.groupby("class")
     }
     report.age_by_class = _ages(manifest)
-    report.warnings = _confounding(manifest)
+    report.warnings = _confounding(manifest, classified=_recipe_task(folder) == "classification")
     return report
 
 
@@ -208,6 +208,16 @@ def _recipe_thresholds(folder: Path) -> dict[str, Any]:
     except (OSError, ValueError, KeyError, TypeError):
         return {}
     return dict(dedup) if isinstance(dedup, dict) else {}
+
+
+def _recipe_task(folder: Path) -> str:
+    """The task of the recipe in the folder's ``lock.json`` (``classification`` if unknown)."""
+    try:
+        lock = json.loads((folder / "lock.json").read_text(encoding="utf-8"))
+        task = lock["recipe"].get("task", "classification")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "classification"
+    return str(task)
 
 
 def _slice_splits(folder: Path) -> pd.DataFrame | None:
@@ -455,10 +465,13 @@ def _ages(manifest: pd.DataFrame) -> dict[str, dict[str, float | int | None]]:
     return out
 
 
-def _confounding(manifest: pd.DataFrame) -> list[str]:
+def _confounding(manifest: pd.DataFrame, classified: bool = True) -> list[str]:
+    """Label x source and label x age warnings; the first two only where the classes are the
+    labels a model learns (not where they only stratify a segmentation, detection or
+    regression split)."""
     warnings = []
     classes = sorted(manifest["class"].unique())
-    if len(classes) == 1:
+    if len(classes) == 1 and classified:
         warnings.append(
             f"only class {classes[0]} is present: a model cannot learn to tell it from "
             "anything; add sources that have the recipe's other classes"
@@ -469,7 +482,7 @@ def _confounding(manifest: pd.DataFrame) -> list[str]:
         top = str(row.idxmax())
         share = row.max() / row.sum()
         others = table.drop(index=name)[top].sum() if len(classes) > 1 else 0
-        if share >= 0.9 and others == 0:
+        if share >= 0.9 and others == 0 and classified:
             warnings.append(
                 f"{share:.0%} of class {name} comes from {top}, which gives no other class: "
                 "a model can learn the source instead of the disease"

@@ -15,7 +15,7 @@ from covid19_images.loaders.frameworks import (
     FrameworkMissingError,
     require,
 )
-from covid19_images.loaders.packed import LoadError, open_split
+from covid19_images.loaders.packed import LoadError, open_split, read_meta
 
 __all__ = ["FRAMEWORKS", "FrameworkMissingError", "load", "require", "resolve_dataset"]
 
@@ -61,7 +61,9 @@ def load(
     Args:
         dataset: A dataset folder, or a recipe name built in ``./datasets`` or the data root.
         split: ``train``, ``val`` or ``test``.
-        framework: ``torch`` (a ``torch.utils.data.Dataset``), ``tf`` (a batched, prefetched
+        framework: ``torch`` (a ``torch.utils.data.Dataset``: ``(image, label)``, or for a
+            segmentation dataset the label map, a regression dataset the float targets, a
+            detection dataset a torchvision target dict), ``tf`` (a batched, prefetched
             ``tf.data.Dataset``; ``batch_size=``, ``shuffle=``), ``fastai`` (``DataLoaders``
             of the train and val splits, whatever ``split`` says; ``bs=``), ``monai`` (a
             ``monai.data.Dataset`` of a datalist and its transform chain; ``level="volume"``
@@ -83,6 +85,15 @@ def load(
         raise ValueError(f"unknown framework {framework!r}; known: {', '.join(FRAMEWORKS)}")
     folder = resolve_dataset(dataset, root)
     require(framework)
+    try:
+        task = str(read_meta(folder).get("task", "classification"))
+    except LoadError:  # each framework's loader says what is wrong with the folder
+        task = "classification"
+    if task in ("detection", "regression") and framework not in ("torch", "numpy"):
+        raise ValueError(
+            f"{folder} is a {task} dataset: load it with framework='torch' (or 'numpy'); "
+            f"framework={framework!r} would give class labels, not its targets"
+        )
     if framework == "numpy":
         if augment not in (None, "none") or options:
             raise ValueError("framework='numpy' reads the packed arrays as they are: no options")
@@ -115,6 +126,10 @@ def load(
         return MonaiDataset(
             datalist(folder, split, level), transforms(folder, level, augment, seed)
         )
+    if task == "detection":
+        from covid19_images.loaders.detection import DetectionDataset
+
+        return DetectionDataset(folder, split, size=size, augment=augment, seed=seed, **options)
     from covid19_images.loaders.pytorch import CovidImageDataset
 
     return CovidImageDataset(folder, split, size=size, augment=augment, seed=seed, **options)

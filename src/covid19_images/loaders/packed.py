@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,6 +25,7 @@ import pandas as pd
 from PIL import Image
 
 from covid19_images.errors import Covid19ImagesError
+from covid19_images.loaders.boxes import SplitBoxes, read_boxes
 from covid19_images.progress import track
 
 PACKED_VERSION: Final = 1
@@ -57,6 +58,9 @@ def write_packed(
     tool: str,
     masks: Callable[[str, int], np.ndarray] | None = None,
     progress: bool = False,
+    *,
+    targets: Sequence[str] = (),
+    task: str | None = None,
 ) -> dict[str, Any]:
     """Pack the square PNGs ``items`` names (``split``, ``path``, ``uid``, ``class``, and
     optionally ``slice``) into one array per split, in ``items`` order; returns the metadata.
@@ -66,7 +70,9 @@ def write_packed(
     (``size`` x ``size`` uint8) for segmentation datasets, packed as ``<split>_<size>_mask.npy``.
     A ``path`` is relative to ``folder`` (not to the working directory), or absolute: a path
     outside ``folder`` (a cached slice) is read but not listed in the index. ``progress``
-    shows a bar per split (on stderr).
+    shows a bar per split (on stderr). ``targets`` names columns of ``items`` (numbers) that
+    the index keeps as float64 regression targets; ``task`` (``segmentation``, ``detection``,
+    ``regression``) is recorded in ``packed.json`` for the loaders.
 
     Raises:
         LoadError: a PNG is missing or not ``size`` x ``size``.
@@ -79,6 +85,10 @@ def write_packed(
         "classes": names,
         "splits": {},
     }
+    if task is not None:
+        meta["task"] = task
+    if targets:
+        meta["targets"] = list(targets)
     rows = []
     for split in SPLITS:
         part = items[items["split"] == split].reset_index(drop=True)
@@ -138,11 +148,18 @@ def write_packed(
                     "class": name_,
                     "label": names.index(str(name_)),
                     "path": None if Path(str(rel)).is_absolute() else rel,
+                    **{
+                        t: float(v)
+                        for t, v in zip(targets, part.loc[i, list(targets)], strict=True)
+                    },
                 }
             )
-    index = pd.DataFrame(rows, columns=["split", "index", "uid", "slice", "class", "label", "path"])
+    columns = ["split", "index", "uid", "slice", "class", "label", "path", *targets]
+    index = pd.DataFrame(rows, columns=columns)
     index["slice"] = index["slice"].astype("Int64")
     index["label"] = index["label"].astype("int64")
+    for target in targets:
+        index[target] = index[target].astype("float64")
     index.to_parquet(folder / INDEX, index=False)
     (folder / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
@@ -175,7 +192,15 @@ class PackedSplit:
     mean: float
     std: float
     masks: np.ndarray | None = None
-    """Segmentation datasets: the label map of each row (same shape as ``images``)."""
+    """Segmentation and detection datasets: the label map of each row (same shape as
+    ``images``; zeros where a detection image has no mask)."""
+    task: str = "classification"
+    """``classification``, ``segmentation``, ``detection`` or ``regression``."""
+    targets: np.ndarray | None = None
+    """Regression datasets: ``(N, T)`` float32, one column per name of ``target_names``."""
+    target_names: list[str] = field(default_factory=list)
+    boxes: SplitBoxes | None = None
+    """Detection datasets: the boxes of each row (:mod:`covid19_images.loaders.boxes`)."""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -220,6 +245,10 @@ def open_split(folder: Path | str, split: str = "train", size: int | None = None
             f"{folder / INDEX} lists {len(rows)} rows for {split}, the array holds {count}: "
             "rebuild with --force"
         )
+    names = [str(t) for t in meta.get("targets", [])]
+    missing = [t for t in names if t not in rows]
+    if missing:
+        raise LoadError(f"{folder / INDEX} lacks the targets {missing}: rebuild with --force")
     return PackedSplit(
         folder=folder,
         split=split,
@@ -232,6 +261,10 @@ def open_split(folder: Path | str, split: str = "train", size: int | None = None
         mean=float(meta.get("mean", 0.5)),
         std=float(meta.get("std", 0.25)),
         masks=masks,
+        task=str(meta.get("task", "segmentation" if masks is not None else "classification")),
+        targets=rows[names].to_numpy(np.float32) if names else None,
+        target_names=names,
+        boxes=read_boxes(folder, split, count) if meta.get("task") == "detection" else None,
     )
 
 

@@ -2,7 +2,9 @@
 
 ``CovidImageDataset(folder, "train")[i]`` is ``(image, label)``: a float32 tensor of shape
 ``(channels, size, size)`` normalised with the train split's mean and standard deviation, and
-the class number (``dataset.classes`` names them). Batches are read with one memory copy
+the class number (``dataset.classes`` names them); for a segmentation dataset the label map
+instead, for a regression dataset the float targets (detection datasets:
+:class:`covid19_images.loaders.detection.DetectionDataset`). Batches are read with one memory copy
 (``__getitems__``, which ``DataLoader`` uses for batched fetching). Augmentation warps each
 uint8 image with OpenCV and converts it to normalised float through a per-image table
 (:func:`covid19_images.loaders.warp.augment_batch`), about 7 times faster per core than
@@ -77,6 +79,9 @@ class CovidImageDataset(Dataset[tuple[torch.Tensor, int]]):
         self.seed, self.epoch, self.channels, self.normalize = seed, 0, channels, normalize
         self.classes = self.packed.classes
         self.labels = self.packed.labels
+        self.targets = self.packed.targets
+        """Regression datasets: ``(N, T)`` float32 targets (None otherwise)."""
+        self.target_names = self.packed.target_names
         self.mean, self.std = self.packed.mean, self.packed.std
 
     def set_epoch(self, epoch: int) -> None:
@@ -109,7 +114,9 @@ class CovidImageDataset(Dataset[tuple[torch.Tensor, int]]):
         ``(B x C x H x W, labels)`` (what :meth:`loader` asks for, with its pass number).
 
         For a segmentation dataset the target is the label map instead: int64 ``H x W`` (a
-        sample) or ``B x H x W`` (a batch), moved with the image by augmentation.
+        sample) or ``B x H x W`` (a batch), moved with the image by augmentation. For a
+        regression dataset (``xray-severity``) it is the float32 targets: ``T`` (a sample) or
+        ``B x T`` (a batch), in the order of :attr:`target_names`.
         """
         if isinstance(index, (int, np.integer)):
             image, target = self.__getitems__([int(index)])[0]
@@ -118,15 +125,23 @@ class CovidImageDataset(Dataset[tuple[torch.Tensor, int]]):
         indices = index.indices if isinstance(index, EpochBatch) else index
         order = self._order(indices)
         images, masks = self._batch(order, epoch)
-        return images, masks if masks is not None else torch.from_numpy(self.labels[order])
+        if masks is not None:
+            return images, masks
+        if self.targets is not None:
+            return images, torch.from_numpy(self.targets[order])
+        return images, torch.from_numpy(self.labels[order])
 
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
         """Samples for ``DataLoader``'s batched fetching: one read out of the mapped array."""
         order = self._order(indices)
         images, masks = self._batch(order, self.epoch)
-        targets: list[Any] = (
-            list(masks.unbind(0)) if masks is not None else self.labels[order].tolist()
-        )
+        targets: list[Any]
+        if masks is not None:
+            targets = list(masks.unbind(0))
+        elif self.targets is not None:
+            targets = list(torch.from_numpy(self.targets[order]).unbind(0))
+        else:
+            targets = self.labels[order].tolist()
         return list(zip(images.unbind(0), targets, strict=True))
 
     @property

@@ -152,3 +152,34 @@ def augment_batch(
         if not np.may_share_memory(result, out):  # ``out[i]`` was not usable in place
             out[i] = result
     return out, moved
+
+
+def warp_labels(labels: np.ndarray, d: Draw) -> np.ndarray:
+    """Label maps ``(K, H, W)`` uint8 of one image moved by its draw ``d``: nearest neighbour
+    with the matrix :func:`augment_batch` warps the image with, black outside.
+
+    Example:
+        >>> from covid19_images.loaders.augment import Draw
+        >>> labels = np.zeros((1, 8, 8), np.uint8)
+        >>> labels[0, 2:4, 2:4] = 1
+        >>> moved = warp_labels(labels, Draw(0.0, 1.0, 0.25, 0.0, 0.0, 1.0))
+        >>> np.argwhere(moved[0]).min(axis=0).tolist()  # two pixels to the right
+        [2, 4]
+    """
+    from covid19_images.process.signature import opencv
+
+    cv2 = opencv()
+    count, height, width = labels.shape
+    out = np.empty_like(labels)
+    m = pixel_matrix(d, height, width)
+    for k in range(count):
+        cv2.warpAffine(
+            np.ascontiguousarray(labels[k]),
+            m,
+            (width, height),
+            dst=out[k],
+            flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
+    return out

@@ -324,9 +324,7 @@ def _decode(
         with open_image(data, max_pixels) as img:
             width, height = img.size
             fmt = img.format or sniffed or "unknown"
-            largest = max(sizes) if sizes else min(width, height)
-            if fmt == "JPEG":
-                img.draft("L", (largest, largest))
+            reduce_for(img, sizes)
             img.load()
             grey, bits = _to_grey(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -447,8 +445,32 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
     return out
 
 
+def reduce_for(img: Image.Image, sizes: tuple[int, ...]) -> None:
+    """Let a JPEG decode at the smallest scale (1/2, 1/4, 1/8) that still covers the largest
+    copy of ``sizes`` (``img.size`` becomes the reduced size); other formats stay as they are.
+
+    Example:
+        >>> img = Image.new("L", (2000, 1600))
+        >>> reduce_for(img, (224, 512))
+        >>> img.size  # not a JPEG: unchanged
+        (2000, 1600)
+    """
+    if img.format == "JPEG":
+        largest = max(sizes) if sizes else min(img.size)
+        img.draft("L", (largest, largest))
+
+
+def square_box(width: int, height: int) -> tuple[int, int, int]:
+    """``(left, top, side)`` of the centred square a frame of ``width`` x ``height`` is cut to.
+
+    Example:
+        >>> square_box(600, 400)
+        (100, 0, 400)
+    """
+    side = min(width, height)
+    return (width - side) // 2, (height - side) // 2, side
+
+
 def _centre_square(img: Image.Image) -> Image.Image:
-    w, h = img.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
+    left, top, side = square_box(*img.size)
     return img.crop((left, top, left + side, top + side))
