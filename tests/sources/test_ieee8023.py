@@ -138,3 +138,65 @@ def test_severity_file_with_a_short_row_is_a_problem_not_a_crash(tmp_path: Path)
     records = get_adapter("ieee8023").records(root, log)
     assert records[0].attributes["severity_geographic_mean"] == "3.5"
     assert [(p.kind, p.row) for p in log] == [("bad-value", 2)]
+
+
+def test_lung_boxes_are_attached_and_bad_coco_parts_are_rows(tmp_path: Path) -> None:
+    import json
+
+    root = _write(
+        tmp_path,
+        HEADER
+        + "1,0,F,40,COVID-19,,PA,X-ray,images,a.jpg,\n"
+        + "2,0,F,40,COVID-19,,PA,X-ray,images,b.jpg,\n",
+        ["a.jpg", "b.jpg"],
+    )
+    boxes = root / "annotations" / "imageannotation_ai_lung_bounding_boxes.json"
+    boxes.parent.mkdir()
+    coco = {
+        "categories": [{"id": 1, "name": "Right Lung"}, {"id": 2, "name": "Left Lung"}],
+        "images": [
+            {"id": 1, "file_name": "A.JPG", "width": 100, "height": 80},  # case differs
+            {"id": 2, "file_name": "b.jpg", "width": 100.0, "height": 80},
+            {"id": 3, "file_name": "absent.png", "width": 10, "height": 10},
+            {"id": 4, "file_name": "b.jpg"},  # listed twice
+            {"id": 5},  # no file name
+        ],
+        "annotations": [
+            {"image_id": 1, "category_id": 1, "bbox": [1, 2, 30, 40]},
+            {"image_id": 1, "category_id": 2, "bbox": [50, 2, 30, 40]},
+            {"image_id": 2, "category_id": 7, "bbox": [1, 2, 3, 4]},  # unknown category
+            {"image_id": 2, "category_id": 1, "bbox": [1, 2, -3, 4]},  # negative width
+            {"image_id": 2, "category_id": 1, "bbox": [None, None, None, None]},
+            {"image_id": 9, "category_id": 1, "bbox": [1, 2, 3, 4]},  # unknown image
+            {"image_id": 3, "category_id": 2, "bbox": [1, 2, 3, 4]},
+            "not an annotation",
+        ],
+    }
+    boxes.write_text(json.dumps(coco), encoding="utf-8")
+    log = ProblemLog()
+    records = {r.path_raw: r for r in get_adapter("ieee8023").records(root, log)}
+    assert records["images/a.jpg"].attributes["boxes"] == [
+        {"label": "right_lung", "bbox": [1.0, 2.0, 30.0, 40.0]},
+        {"label": "left_lung", "bbox": [50.0, 2.0, 30.0, 40.0]},
+    ]
+    assert records["images/a.jpg"].attributes["boxes_frame"] == [100, 80]
+    assert "boxes" not in records["images/b.jpg"].attributes  # none of its boxes is usable
+    rows = sorted((p.kind, p.row) for p in log if p.file.startswith("annotations/"))
+    assert rows == [
+        ("bad-value", 3),
+        ("bad-value", 4),
+        ("bad-value", 5),
+        ("bad-value", 5),  # image entry 5 has no file name
+        ("bad-value", 6),
+        ("bad-value", 8),
+        ("duplicate-row", 4),
+    ]
+    absent = [p for p in log if p.file == "images/absent.png"]
+    assert [(p.kind, p.action) for p in absent] == [("missing-file", "skipped")]
+
+    boxes.write_text("{not json", encoding="utf-8")
+    log = ProblemLog()
+    get_adapter("ieee8023").records(root, log)
+    assert [(p.kind, p.file) for p in log] == [
+        ("unreadable-metadata", "annotations/imageannotation_ai_lung_bounding_boxes.json")
+    ]
