@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -80,3 +83,20 @@ def test_summary_uses_patient_bootstrap_per_source() -> None:
     assert mae["n"] == 20
     with pytest.raises(ValueError, match="no columns"):
         summarize_regression(frame, "severity")
+
+
+def test_evaluation_imports_no_torch_monai_or_pycocotools() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        import covid19_images.evaluation
+        import covid19_images.evaluation.segmentation, covid19_images.evaluation.detection
+        import covid19_images.models
+        heavy = ("torch", "monai", "pycocotools", "torchvision", "timm")
+        print(sorted(m for m in heavy if m in sys.modules))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "[]"

@@ -375,3 +375,14 @@ def test_pretrained_light_gets_an_imagenet_backbone(fake_downloads: list[str]) -
     assert not any(p.requires_grad for p in model.backbone.body["6"].parameters())
     assert all(p.requires_grad for p in model.backbone.body["7"].parameters())
     assert model.transform.min_size == (256,) and model.transform.max_size == 256
+
+
+def test_frozen_batch_norm_checkpoint_loads(fake_downloads: list[str], tmp_path: Path) -> None:
+    trained = create("maskrcnn_light", 3, pretrained=True)  # frozen batch norm: no counters
+    path = tmp_path / "frozen.pt"
+    _save(trained, path)
+    assert not any("body.0.1.num_batches_tracked" in k for k in trained.state_dict())
+    loaded = create("maskrcnn_light", 3, pretrained=path)
+    assert "backbone.body.0.1.num_batches_tracked" in loaded.state_dict()
+    for key, value in trained.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key

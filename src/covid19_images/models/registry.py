@@ -435,7 +435,7 @@ def load_checkpoint(
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Conv2d(4, 2, 1))
         >>> load_checkpoint(net, net.state_dict(), 1, "itself", heads=("1.",))
     """
-    from timm.models import adapt_input_conv
+    adapt_input_conv = require_timm().models.adapt_input_conv
 
     own = model.state_dict()
     state = dict(state)
