@@ -59,7 +59,7 @@ COCO_STATS: tuple[str, ...] = (
 
 PYCOCOTOOLS_MISSING = (
     "detection metrics need pycocotools, which is not installed: pip install 'pycocotools>=2.0.7' "
-    "(it comes with covid19-images' dev extra)"
+    "(it comes with the torch extra: pip install 'covid19-images[torch]')"
 )
 
 IouType = Literal["bbox", "segm"]
