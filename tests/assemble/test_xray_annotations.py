@@ -19,7 +19,7 @@ from scipy import ndimage
 
 import covid19_images as ci
 from covid19_images.assemble.build import BuildResult, build
-from covid19_images.assemble.export import export
+from covid19_images.assemble.export import ExportError, export
 from covid19_images.loaders.packed import open_split
 from covid19_images.loaders.warp import warp_labels
 from covid19_images.process.executor import LocalExecutor
@@ -146,6 +146,14 @@ def test_bad_masks_are_rows_and_the_build_goes_on(seg: BuildResult) -> None:
     datasheet = (seg.path / "datasheet.md").read_text(encoding="utf-8")
     assert "made by a model, lungVAE" in datasheet and "not outlined by experts" in datasheet
     assert "4 masks were stored at another size" in datasheet
+
+
+def test_exports_that_cannot_hold_the_pairs_refuse(seg: BuildResult, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="PNG pairs"):
+        export(seg.path, "nnunet", tmp_path / "nn")
+    with pytest.raises(ExportError, match="COCO needs a detection dataset"):
+        export(seg.path, "coco", tmp_path / "coco")
+    assert not (tmp_path / "nn").exists() and not (tmp_path / "coco").exists()
 
 
 def test_segmentation_loader_moves_masks_with_images(seg: BuildResult) -> None:

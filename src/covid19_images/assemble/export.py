@@ -208,6 +208,11 @@ def _nnunet(folder: Path, tmp: Path) -> None:
             f"{folder} has no image/label pairs: nnU-Net needs a segmentation dataset "
             "(covid19-images build ct-lesion-seg)"
         )
+    if not manifest["path"].astype(str).str.endswith(".nii.gz").all():
+        raise ExportError(
+            f"{folder} holds 2-D image/label PNG pairs (<split>/images, <split>/labels): the "
+            "nnU-Net export writes CT NIfTI pairs (covid19-images build ct-lesion-seg)"
+        )
     unlabelled = manifest.loc[manifest["mask_path"].map(_missing), "uid"]
     if len(unlabelled):
         raise ExportError(

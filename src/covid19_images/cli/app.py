@@ -286,8 +286,8 @@ def build_command(
         str,
         typer.Argument(
             metavar="RECIPE",
-            help="Recipe name (xray-covid, xray-binary, covidx, ct-covid, ct-binary, "
-            "ct-lesion-seg) or a recipe .toml.",
+            help="Recipe name (xray-covid, xray-binary, covidx, xray-lung-seg, xray-lung-boxes, "
+            "xray-severity, ct-covid, ct-binary, ct-lesion-seg) or a recipe .toml.",
         ),
     ],
     out_dir: Annotated[
