@@ -510,7 +510,7 @@ def export_command(
     fmt: Annotated[
         str,
         typer.Option(
-            "--format", metavar="FORMAT", help="imagefolder, covidx, monai, hf or nnunet."
+            "--format", metavar="FORMAT", help="imagefolder, covidx, monai, hf, nnunet or coco."
         ),
     ],
     out_dir: Annotated[
