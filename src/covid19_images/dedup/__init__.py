@@ -1,6 +1,7 @@
 """Cross-source deduplication: exact pixel copies and confirmed near copies, before splitting."""
 
 from covid19_images.dedup.clusters import DedupResult, deduplicate, richness
+from covid19_images.dedup.index import candidate_pairs
 from covid19_images.dedup.near import (
     DEFAULT_MAX_HAMMING,
     DEFAULT_MIN_ALIGNED,
@@ -8,7 +9,6 @@ from covid19_images.dedup.near import (
     DEFAULT_MIN_DETAIL,
     DuplicateReport,
     Pair,
-    candidate_pairs,
     find_duplicates,
     hamming,
     thumbnail_correlation,

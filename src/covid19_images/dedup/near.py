@@ -5,7 +5,8 @@ steps, because chest radiographs look alike and a small hash distance alone also
 different patients, while a copy may have other borders, a crop, another aspect ratio, another
 encoding or burnt-in text:
 
-1. **Candidates**, never all n² pairs (:func:`candidate_pairs`, a multi-index hash): whole-frame
+1. **Candidates**, never all n² pairs (:func:`~covid19_images.dedup.index.candidate_pairs`, an
+   exact index over 64-bit hashes, :mod:`covid19_images.dedup.index`): whole-frame
    hashes within ``max_hamming`` bits; with signatures
    (:mod:`covid19_images.process.signature`), any two view hashes (content, centre views) within
    :data:`VIEW_RADIUS` bits, and images sharing close keypoint codes.
@@ -39,6 +40,7 @@ from covid19_images.dedup.align import (
     keypoint_map,
     view_region,
 )
+from covid19_images.dedup.index import candidate_pairs as candidate_pairs
 from covid19_images.process.signature import VIEWS, Signature, content_thumbnail
 from covid19_images.progress import track
 
@@ -87,66 +89,6 @@ def hamming(a: int, b: int) -> int:
         2
     """
     return (a ^ b).bit_count()
-
-
-_BLOCKS = 4
-_BLOCK_BITS = 64 // _BLOCKS
-_CHUNK = 2048
-
-
-def _masks(radius: int) -> np.ndarray:
-    """Every 16-bit value with at most ``radius`` bits set (the probe offsets of a block)."""
-    values = np.arange(1 << _BLOCK_BITS, dtype=np.uint32)
-    return values[np.bitwise_count(values) <= radius]
-
-
-def candidate_pairs(hashes: Sequence[int], max_hamming: int) -> np.ndarray:
-    """Pairs ``(i, j)``, ``i < j``, whose 64-bit hashes differ in at most ``max_hamming`` bits.
-
-    A multi-index hash: the 64 bits are four 16-bit blocks, and two hashes within
-    ``max_hamming`` bits differ in at most ``max_hamming // 4`` bits of at least one block
-    (pigeonhole). Each hash probes, in each block's table, the values within that radius of its
-    own block; only the images found there are compared on all 64 bits, in vectorised chunks, so
-    memory stays bounded and the work grows with the number of near neighbours rather than with
-    all n(n-1)/2 pairs.
-
-    Example:
-        >>> candidate_pairs([0, 1, 2**63, 0xFFFF_FFFF_FFFF_FFFF, 3], 1).tolist()
-        [[0, 1], [0, 2], [1, 4]]
-    """
-    values = np.asarray([int(h) for h in hashes], dtype=np.uint64)
-    n = len(values)
-    if n < 2:
-        return np.empty((0, 2), dtype=np.int64)
-    masks = _masks(max_hamming // _BLOCKS).astype(np.int64)
-    found: list[np.ndarray] = []
-    for block in range(_BLOCKS):
-        keys = ((values >> np.uint64(block * _BLOCK_BITS)) & np.uint64(0xFFFF)).astype(np.int64)
-        order = np.argsort(keys, kind="stable")
-        counts = np.bincount(keys, minlength=1 << _BLOCK_BITS)
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        for lo in range(0, n, _CHUNK):
-            items = np.arange(lo, min(lo + _CHUNK, n))
-            probes = keys[items, None] ^ masks[None, :]
-            sizes = counts[probes].ravel()
-            hit = sizes > 0
-            if not hit.any():
-                continue
-            owners = np.repeat(items, len(masks))[hit]
-            sizes, firsts = sizes[hit], starts[probes.ravel()[hit]]
-            # A ragged arange: positions firsts[k] .. firsts[k] + sizes[k] - 1 for every k.
-            total = int(sizes.sum())
-            offsets = np.arange(total) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-            others = order[np.repeat(firsts, sizes) + offsets]
-            mine = np.repeat(owners, sizes)
-            keep = mine < others
-            mine, others = mine[keep], others[keep]
-            close = np.bitwise_count(values[mine] ^ values[others]) <= max_hamming
-            found.append(mine[close] * n + others[close])  # one integer per pair
-    if not found:
-        return np.empty((0, 2), dtype=np.int64)
-    keys = np.unique(np.concatenate(found))  # a pair close in several blocks counts once
-    return np.stack([keys // n, keys % n], axis=1)
 
 
 def thumbnail_correlation(a: np.ndarray, b: np.ndarray) -> float:
