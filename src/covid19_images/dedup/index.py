@@ -14,14 +14,15 @@ family, and the family is built so that, whatever ``D`` is, some key avoids it:
   orthogonal to all of them, and its key holds no bit of ``D``: the pair agrees on that key.
 
 A part of ``s`` bits gives ``2^t - 1`` keys of about ``s / 2`` bits each (the vectors are chosen
-so that no key is short). For a radius of 12 bits, two parts of 32 bits (``t`` = 7 and 6) make
-190 keys of 14 to 18 bits. Each key is one table: the hashes are sorted by their bits under the
-key, and every pair inside a run of equal keys is compared on all 64 bits (vectorised popcount,
-run by run, so memory stays bounded); a pair found through several keys counts once. The
-number of keys, their lengths and whether brute force is cheaper (few hashes, or a radius so
-wide that no key is long enough) are chosen from a cost model (:func:`plan`). Identical hashes
-are searched once and their pairs added at the end, so a thousand blank images cost no more
-than one. Measured at a million hashes: ``docs/deduplication.md`` ("Scale").
+so that few keys are short). For a radius of 12 bits at a million hashes, parts of 33 and 31 bits
+(``t`` = 7 and 6) make 190 keys of 14 to 31 bits, most of 15 or 16. Each key is one table: the
+hashes are sorted by their bits under the key, and every pair inside a run of equal keys is
+compared on all 64 bits (vectorised popcount, a bounded block at a time); a pair is kept only by
+the first key it agrees on, so it comes out once. The parts, their dimensions and sizes, or
+brute force (few hashes, or a radius so wide that no key is long enough), are chosen from a
+cost model (:func:`plan`). Identical hashes are one value to the search, their pairs added at
+the end, so a thousand blank images cost the search no more than one (their pairs are all
+returned). Measured at a million hashes: ``docs/deduplication.md`` ("Scale").
 """
 
 from __future__ import annotations
@@ -240,10 +241,7 @@ def _plan(distinct: int, radius: int, brute: bool) -> Plan:
         return brute_force
     estimates: list[tuple[float, tuple[tuple[int, int], ...]]] = []
     for shape in _shapes(radius):
-        sizes = _sizes(shape, distinct)
-        if sizes is None:
-            continue
-        layout = tuple(zip(sizes, shape, strict=True))
+        layout = tuple(zip(_sizes(shape, distinct), shape, strict=True))
         estimates.append((sum(_estimate(s, t, distinct) for s, t in layout), layout))
     estimates.sort()
     best: Plan | None = None
@@ -258,8 +256,8 @@ def _plan(distinct: int, radius: int, brute: bool) -> Plan:
 
 
 def _shapes(radius: int) -> Iterator[tuple[int, ...]]:
-    """Dimensions of the parts, ``sum >= radius + 1``: every split into at most three parts,
-    and near-even splits into more (never more parts than bits for each to hold a key)."""
+    """Dimensions of the parts, summing to ``radius + 1``, each at most ``_MAX_DIMS``: every
+    split into up to three parts, and the most even split into 4 to 16 parts."""
     need = radius + 1
     for q in range(1, min(need, 16) + 1):
         if q <= 3:
@@ -292,11 +290,9 @@ def _table_cost(length: float, distinct: int) -> float:
     return _TABLE + distinct * _SORT + diagonals * _DIAGONAL + pairs * _PAIR
 
 
-def _sizes(dims: tuple[int, ...], distinct: int) -> list[int] | None:
+def _sizes(dims: tuple[int, ...], distinct: int) -> list[int]:
     """Bits per part: each bit goes where it saves the most (every part gets some)."""
     sizes = [1] * len(dims)
-    if len(dims) > BITS:
-        return None
     for _ in range(BITS - len(dims)):
         gains = [
             _estimate(s, t, distinct) - _estimate(s + 1, t, distinct)
@@ -375,7 +371,8 @@ def _tables(values: np.ndarray, radius: int, keys: list[int]) -> tuple[np.ndarra
     compared = largest = 0
     # One sort per key, of one 64-bit word per hash: a hash of its key above its index. Equal
     # keys hash alike, so no pair sharing a key is missed; two keys hashing alike only add
-    # pairs to compare (rarely: 2^16 keys in 2^44 values at a million hashes).
+    # pairs to compare (rarely: at most a million key values among 2^44 hash values at a
+    # million hashes), and _Found keeps only pairs that agree on the key itself.
     shift = np.uint64(max(1, (m - 1).bit_length()))
     index = np.arange(m, dtype=np.uint64)
     low = np.uint64((1 << int(shift)) - 1)

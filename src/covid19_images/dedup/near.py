@@ -427,7 +427,7 @@ def _keypoint_candidates(signatures: Sequence[Signature | None]) -> set[tuple[in
         return set()
     codes = np.concatenate([s.codes for s in signatures if s is not None and len(s.codes)])
     who = np.concatenate(owners)
-    found = candidate_pairs(codes.tolist(), KEYPOINT_RADIUS)
+    found = candidate_pairs(codes, KEYPOINT_RADIUS)
     if not len(found):
         return set()
     a, b = who[found[:, 0]], who[found[:, 1]]
