@@ -508,9 +508,13 @@ class _Found:
             while done < table and len(alive):
                 # Many pairs (near-identical hashes) mostly agree on the first keys too: one key
                 # at a time while there are many, then many keys at a time.
-                earlier = self.keys[done : min(done + (1 if len(alive) > 4096 else 64), table)]
-                alive = alive[((differ[alive, None] & earlier[None, :]) != 0).all(axis=1)]
-                done += len(earlier)
+                if len(alive) > 4096:
+                    alive = alive[(differ[alive] & self.keys[done]) != 0]
+                    done += 1
+                else:
+                    earlier = self.keys[done : min(done + 64, table)]
+                    alive = alive[((differ[alive, None] & earlier[None, :]) != 0).all(axis=1)]
+                    done += len(earlier)
             a, b = a[alive], b[alive]
         if len(a):
             a, b = a.astype(np.int64), b.astype(np.int64)
