@@ -200,7 +200,7 @@ def test_bad_inputs_and_missing_pycocotools(monkeypatch: pytest.MonkeyPatch) -> 
             iou_type="segm",
         )
     monkeypatch.setitem(sys.modules, "pycocotools", None)
-    with pytest.raises(EvaluationError, match=r"pip install 'pycocotools>=2\.0\.7'.*dev extra"):
+    with pytest.raises(EvaluationError, match=r"pip install 'pycocotools>=2\.0\.7'.*torch extra"):
         coco_map(predictions, targets)
 
 
