@@ -162,6 +162,14 @@ def test_bad_input_is_one_clear_error_and_leaves_no_folder(
             train(xray_dataset.path, config, out=tmp_path / "runs")
         assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
+    segmentation = tmp_path / "seg" / "xray-lung-seg"
+    shutil.copytree(xray_dataset.path, segmentation)
+    meta = json.loads((segmentation / "packed.json").read_text())
+    (segmentation / "packed.json").write_text(json.dumps({**meta, "task": "segmentation"}))
+    with pytest.raises(TrainError, match="is a segmentation dataset"):
+        train(segmentation, quick(), out=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
     run = train(xray_dataset.path, quick(epochs=1), out=tmp_path, evaluate=False)
     with pytest.raises(TrainError, match="exists: --resume"):
         train(xray_dataset.path, quick(epochs=1), out=tmp_path, evaluate=False)

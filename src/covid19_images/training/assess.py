@@ -166,7 +166,10 @@ def check_classes(run: Run, other: Path) -> None:
     """Refuse a dataset whose classes differ from the ones the run predicts."""
     from covid19_images.training.data import dataset_facts
 
-    theirs = dataset_facts(other)["classes"]
+    facts = dataset_facts(other)
+    if facts["task"] != "classification":
+        raise TrainError(f"{other} is a {facts['task']} dataset: the run classifies images")
+    theirs = facts["classes"]
     if theirs != run.classes:
         raise TrainError(
             f"{other} has classes {', '.join(theirs)}; the run predicts "

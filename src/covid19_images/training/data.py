@@ -179,7 +179,14 @@ def dataset_facts(folder: Path) -> dict[str, Any]:
         "std": float(meta.get("std", 0.25)),
         "lock_sha256": digest,
         "naive": naive,
+        "task": str(meta.get("task") or _task_of(meta)),
     }
+
+
+def _task_of(meta: dict[str, Any]) -> str:
+    """A dataset's task where ``packed.json`` does not name one: masks make it segmentation."""
+    splits = meta.get("splits", {}).values()
+    return "segmentation" if any("mask_file" in info for info in splits) else "classification"
 
 
 def prepare(

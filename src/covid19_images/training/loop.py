@@ -124,6 +124,12 @@ def train(
             f'pretrained="{config.pretrained}") in your own loop, or --pretrained yes'
         )
     facts = dataset_facts(folder)
+    if facts["task"] != "classification":
+        raise TrainError(
+            f"{folder.name} is a {facts['task']} dataset; train takes classification datasets "
+            "(the models and metrics of the other tasks are in covid19_images.models and "
+            "covid19_images.evaluation; their training is not part of train yet)"
+        )
     if facts["naive"] and log is not None:
         log(
             f"warning: {folder.name} is a NAIVE dataset (split by image, copies kept): its "
