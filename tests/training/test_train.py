@@ -166,7 +166,7 @@ def test_bad_input_is_one_clear_error_and_leaves_no_folder(
     shutil.copytree(xray_dataset.path, segmentation)
     meta = json.loads((segmentation / "packed.json").read_text())
     (segmentation / "packed.json").write_text(json.dumps({**meta, "task": "segmentation"}))
-    with pytest.raises(TrainError, match="is a segmentation dataset"):
+    with pytest.raises(TrainError, match="a segmentation dataset: choose one of unet"):
         train(segmentation, quick(), out=tmp_path / "runs")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 

@@ -238,6 +238,16 @@ def _print_headline(path: Path) -> None:
         metrics: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
+    if metrics.get("task") == "segmentation":
+        for unit in ("image", "patient"):
+            cells = [
+                f"{r['metric']} {r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
+                for r in metrics.get(unit, [])
+                if r.get("source") == "all"
+                and None not in (r.get("value"), r.get("low"), r.get("high"))
+            ]
+            out.print(escape(f"per {unit}: " + "; ".join(cells)), highlight=False)
+        return
     from covid19_images.evaluation.report import headline
 
     for line in headline(metrics):
@@ -338,6 +348,8 @@ def probe_command(
         from covid19_images.training.assess import check_classes, refresh_report
 
         loaded = load_run(run)
+        if loaded.task != "classification":
+            raise ValueError(f"{run} is a {loaded.task} run: probe --run takes classification runs")
         check_classes(loaded, folder)
         model = loaded.model(device=_device(device))
         result = probe(

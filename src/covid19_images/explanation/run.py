@@ -92,6 +92,11 @@ def explain_run(
     from covid19_images.training.data import open_part, prepare, read_batch, read_manifest
 
     run = run if isinstance(run, Run) else load_run(run)
+    if run.task != "classification":
+        raise ExplainError(
+            f"{run.path} is a {run.task} run: Grad-CAM explains classification runs (its "
+            "predicted label maps are in predictions/)"
+        )
     folder = Path(out) if out is not None else run.path / "explain"
     manifest = read_manifest(run.dataset).drop_duplicates("uid").set_index("uid")
     pixels: list[torch.Tensor] = []

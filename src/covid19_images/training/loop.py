@@ -111,7 +111,8 @@ def train(
     from covid19_images.loaders.api import resolve_dataset
     from covid19_images.loaders.packed import LoadError
     from covid19_images.models import create
-    from covid19_images.models.registry import XRV_PREFIX, get_spec
+    from covid19_images.models.registry import XRV_PREFIX, available, get_spec, task_of
+    from covid19_images.training import segmentation as seg
 
     try:
         folder = resolve_dataset(dataset)
@@ -124,18 +125,24 @@ def train(
             f'pretrained="{config.pretrained}") in your own loop, or --pretrained yes'
         )
     facts = dataset_facts(folder)
-    if facts["task"] != "classification":
+    task = facts["task"]
+    if task not in ("classification", "segmentation"):
         raise TrainError(
-            f"{folder.name} is a {facts['task']} dataset; train takes classification datasets "
-            "(the models and metrics of the other tasks are in covid19_images.models and "
-            "covid19_images.evaluation; their training is not part of train yet)"
+            f"{folder.name} is a {task} dataset; train takes classification and segmentation "
+            "datasets (the models and metrics of the other tasks are in covid19_images.models "
+            "and covid19_images.evaluation; their training is not part of train yet)"
+        )
+    if task_of(config.model) != task:
+        raise TrainError(
+            f"{config.model} is a {task_of(config.model)} model and {folder.name} a {task} "
+            f"dataset: choose one of {', '.join(available(task))}"
         )
     if facts["naive"] and log is not None:
         log(
             f"warning: {folder.name} is a NAIVE dataset (split by image, copies kept): its "
             "test metrics are inflated by leakage; for comparison only"
         )
-    spec = get_spec(config.model)
+    min_size = get_spec(config.model).min_size if task == "classification" else 32
     run_dir = Path(out) / (name or default_name(folder, config))
     # Everything that can refuse the run is checked before the run folder is touched.
     if resume and overwrite:
@@ -145,9 +152,14 @@ def train(
     device = resolve_device(config.device)
     parts = _parts(folder, config)
     classes = facts["classes"]
-    _check_parts(parts, classes)
+    _check_parts(parts, classes, segmentation=task == "segmentation")
+    outputs = len(classes)
+    label_names: list[str] = []
+    if task == "segmentation":
+        label_names = seg.mask_labels(_lock(folder), seg.label_count(folder))
+        outputs = len(label_names)
     torch.manual_seed(config.seed)
-    model = create(config.model, len(classes), in_chans=1, pretrained=config.pretrained).to(device)
+    model = create(config.model, outputs, in_chans=1, pretrained=config.pretrained).to(device)
     if record is None:
         record = {
             "run_version": RUN_VERSION,
@@ -156,7 +168,10 @@ def train(
             "train": config.to_dict(),
             "dataset": facts,
             "classes": classes,
-            "size": max(config.size or facts["size"], spec.min_size),
+            "task": task,
+            "outputs": outputs,
+            **({"mask_labels": label_names} if label_names else {}),
+            "size": max(config.size or facts["size"], min_size),
             "channels": 1,
             "normalize": {"mean": facts["mean"], "std": facts["std"]},
             "selection": {k: len(p) for k, p in parts.items()},
@@ -184,11 +199,15 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     weights = (
         _class_weights(parts["train"].labels, len(classes))
-        if config.balance == "class-weights"
+        if config.balance == "class-weights" and task == "classification"
         else None
     )
-    criterion = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
-    eval_criterion = torch.nn.CrossEntropyLoss()
+    criterion: torch.nn.Module = torch.nn.CrossEntropyLoss(
+        weight=None if weights is None else weights.to(device)
+    )
+    eval_criterion: torch.nn.Module = torch.nn.CrossEntropyLoss()
+    if task == "segmentation":
+        criterion = eval_criterion = seg.criterion()
 
     history: list[dict[str, Any]] = []
     start, best, wait = 0, -math.inf, 0
@@ -230,7 +249,7 @@ def train(
 
         for images, labels in track(batches, steps, f"epoch {epoch + 1}/{config.epochs}", progress):
             x = prepare(images, size, mean, std, device)
-            y = labels.to(device)
+            y = seg.targets(labels, size, device) if task == "segmentation" else labels.to(device)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 loss = criterion(model(x), y)
@@ -245,10 +264,23 @@ def train(
             seen += len(y)
         lr = float(optimizer.param_groups[0]["lr"])
         scheduler.step()
-        probs, val_loss = _predict(
-            model, parts["val"], size, mean, std, device, eval_criterion, config.batch_size
-        )
-        metric, metric_name = _val_metric(parts["val"].labels, probs, val_loss, len(classes))
+        if task == "segmentation":
+            predicted, truth, val_loss = seg.predict(
+                model,
+                parts["val"],
+                size=size,
+                mean=mean,
+                std=std,
+                device=device,
+                batch_size=2 * config.batch_size,
+                loss=eval_criterion,
+            )
+            metric, metric_name = seg.mean_dice(predicted, truth), "dice"
+        else:
+            probs, val_loss = _predict(
+                model, parts["val"], size, mean, std, device, eval_criterion, config.batch_size
+            )
+            metric, metric_name = _val_metric(parts["val"].labels, probs, val_loss, len(classes))
         improved = metric > best or not history  # the first epoch is the best so far
         if improved:
             best, wait = metric, 0
@@ -282,6 +314,24 @@ def train(
     write_with(run_dir / WEIGHTS, lambda tmp: shutil.copyfile(best_file, tmp))
     load_weights(model, best_file)
     _write_curve(run_dir, history)
+    if task == "segmentation":
+        return _finish_segmentation(
+            run_dir,
+            record,
+            model,
+            parts,
+            label_names,
+            size,
+            mean,
+            std,
+            device,
+            config,
+            history=history,
+            best=best,
+            stopped=stopped,
+            evaluate=evaluate,
+            n_boot=n_boot,
+        )
     frames = []
     for split in ("val", "test"):
         probs, _ = _predict(
@@ -416,11 +466,74 @@ def _linked_to(folder: Path, manifest: pd.DataFrame, source: str) -> set[str]:
     return set(linked["uid"])
 
 
-def _check_parts(parts: dict[str, Part], classes: list[str]) -> None:
+def _lock(folder: Path) -> dict[str, Any]:
+    """The dataset's ``lock.json`` (empty where it has none or it cannot be read)."""
+    import json
+
+    try:
+        data = json.loads((folder / "lock.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _finish_segmentation(
+    run_dir: Path,
+    record: dict[str, Any],
+    model: torch.nn.Module,
+    parts: dict[str, Part],
+    labels: list[str],
+    size: int,
+    mean: float,
+    std: float,
+    device: torch.device,
+    config: TrainConfig,
+    *,
+    history: list[dict[str, Any]],
+    best: float,
+    stopped: str,
+    evaluate: bool,
+    n_boot: int,
+) -> Run:
+    """The best weights' label maps and scores on val and test, then the evaluation."""
+    from covid19_images.training import segmentation as seg
+
+    best_file = run_dir / CHECKPOINTS / "best.safetensors"
+    write_with(run_dir / WEIGHTS, lambda tmp: shutil.copyfile(best_file, tmp))
+    load_weights(model, best_file)
+    _write_curve(run_dir, history)
+    frames = []
+    for split in ("val", "test"):
+        predicted, truth, _ = seg.predict(
+            model,
+            parts[split],
+            size=size,
+            mean=mean,
+            std=std,
+            device=device,
+            batch_size=2 * config.batch_size,
+        )
+        seg.save_masks(run_dir, predicted, parts[split])
+        frames.append(seg.scores(predicted, truth, parts[split], labels).assign(split=split))
+    seg.write_scores(run_dir / PREDICTIONS, pd.concat(frames, ignore_index=True))
+    record["complete"] = True
+    record["stopped"] = stopped
+    record["epochs_run"] = len(history)
+    record["best_val_metric"] = None if not math.isfinite(best) else best
+    write_json(run_dir / CONFIG, record)
+    run = load_run(run_dir)
+    if evaluate:
+        from covid19_images.training.assess import evaluate_run
+
+        evaluate_run(run, n_boot=n_boot, device=str(device))
+    return run
+
+
+def _check_parts(parts: dict[str, Part], classes: list[str], *, segmentation: bool = False) -> None:
     if len(parts["train"]) < 2:
         raise NotTrainableError("the training split has fewer than 2 images: nothing to train on")
     present = sorted({classes[i] for i in parts["train"].labels})
-    if len(present) < 2:
+    if len(present) < 2 and not segmentation:
         raise NotTrainableError(f"the training split holds one class only ({present[0]})")
     for name in ("val", "test"):
         if len(parts[name]) == 0:

@@ -72,6 +72,11 @@ class Run:
         return [str(c) for c in self.config["classes"]]
 
     @property
+    def task(self) -> str:
+        """``classification`` or ``segmentation``."""
+        return str(self.config.get("task", "classification"))
+
+    @property
     def size(self) -> int:
         """The input side in pixels."""
         return int(self.config["size"])
@@ -107,7 +112,8 @@ class Run:
         )
         if not file.is_file():
             raise TrainError(f"{self.path} has no {which} weights ({file.name}): train it first")
-        model = create(self.model_name, len(self.classes), in_chans=1)
+        outputs = int(self.config.get("outputs", len(self.classes)))
+        model = create(self.model_name, outputs, in_chans=1)
         load_weights(model, file)
         return model.to(device).eval()
 
