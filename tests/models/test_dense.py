@@ -1,7 +1,7 @@
 """Models by task: regression heads, U-Nets (2-D, 3-D with sliding windows) and Mask R-CNNs.
 
-Everything trains a step on the CPU at 32 to 128 px; ``pretrained=True`` is exercised with the
-download function replaced, so no weights come from a hub.
+Everything trains a step on the CPU at 32 to 128 px; ``pretrained=True`` loads checkpoints the
+tests save into torch's hub cache under torchvision's file names, so no weights come from a hub.
 """
 
 from __future__ import annotations
@@ -322,33 +322,44 @@ def test_light_checkpoints(tmp_path: Path, light: Any) -> None:
 
 
 @pytest.fixture
-def fake_downloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """torchvision's weight download replaced by randomly initialised state dicts (no network)."""
-    from torchvision.models import _api, mobilenet_v3_large
-    from torchvision.models.detection import maskrcnn_resnet50_fpn_v2
+def hub_cache(tmp_path: Path) -> Iterator[list[str]]:
+    """torch's hub cache pointed at ``tmp_path``, holding checkpoints this test saves under
+    the file names of torchvision's COCO Mask R-CNN and ImageNet MobileNetV3 weights: the real
+    loading code (``Weights.get_state_dict``) reads them from the cache, and nothing is
+    downloaded. Yields the cached file names."""
+    from torchvision.models import MobileNet_V3_Large_Weights, mobilenet_v3_large
+    from torchvision.models.detection import (
+        MaskRCNN_ResNet50_FPN_V2_Weights,
+        maskrcnn_resnet50_fpn_v2,
+    )
 
-    urls: list[str] = []
-
-    def fake(url: str, *args: object, **kwargs: object) -> dict[str, Any]:
-        urls.append(url)
-        torch.manual_seed(7)
-        if "maskrcnn_resnet50_fpn_v2" in url:
-            model = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91)
-        elif "mobilenet_v3_large" in url:
-            model = mobilenet_v3_large(weights=None)
-        else:
-            raise AssertionError(f"unexpected download {url}")
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    monkeypatch.setattr(_api, "load_state_dict_from_url", fake)
-    return urls
+    before = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.manual_seed(7)
+    coco = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91)
+    torch.manual_seed(7)
+    imagenet = mobilenet_v3_large(weights=None)
+    names = []
+    for weights, model in (
+        (MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1, coco),
+        (MobileNet_V3_Large_Weights.IMAGENET1K_V1, imagenet),
+    ):
+        name = Path(weights.url).name
+        torch.save(model.state_dict(), folder / name)
+        names.append(name)
+    try:
+        yield names
+    finally:
+        torch.hub.set_dir(before)
 
 
 def test_pretrained_maskrcnn_gets_coco_weights_and_new_predictors(
-    fake_downloads: list[str],
+    hub_cache: list[str],
 ) -> None:
     model = create("maskrcnn", 4, pretrained=True)
-    assert len(fake_downloads) == 1 and "coco" in fake_downloads[0]
+    assert "coco" in hub_cache[0]
     torch.manual_seed(7)
     from torchvision.models.detection import maskrcnn_resnet50_fpn_v2
 
@@ -360,11 +371,11 @@ def test_pretrained_maskrcnn_gets_coco_weights_and_new_predictors(
     assert model.transform.min_size == (800,) and model.transform.max_size == 1333
 
 
-def test_pretrained_light_gets_an_imagenet_backbone(fake_downloads: list[str]) -> None:
+def test_pretrained_light_gets_an_imagenet_backbone(hub_cache: list[str]) -> None:
     from torchvision.ops import FrozenBatchNorm2d
 
     model = create("maskrcnn_light", 3, pretrained=True)
-    assert len(fake_downloads) == 1 and "mobilenet_v3_large" in fake_downloads[0]
+    assert "mobilenet_v3_large" in hub_cache[1]
     torch.manual_seed(7)
     from torchvision.models import mobilenet_v3_large
 
@@ -377,7 +388,7 @@ def test_pretrained_light_gets_an_imagenet_backbone(fake_downloads: list[str]) -
     assert model.transform.min_size == (256,) and model.transform.max_size == 256
 
 
-def test_frozen_batch_norm_checkpoint_loads(fake_downloads: list[str], tmp_path: Path) -> None:
+def test_frozen_batch_norm_checkpoint_loads(hub_cache: list[str], tmp_path: Path) -> None:
     trained = create("maskrcnn_light", 3, pretrained=True)  # frozen batch norm: no counters
     path = tmp_path / "frozen.pt"
     _save(trained, path)
