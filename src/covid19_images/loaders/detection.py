@@ -28,22 +28,15 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import (
-    BatchSampler,
-    DataLoader,
-    Dataset,
-    RandomSampler,
-    Sampler,
-    SequentialSampler,
-)
+from torch.utils.data import DataLoader, Dataset
 
-from covid19_images.loaders.augment import Draw, Preset, draw, preset, rng_for
+from covid19_images.loaders.augment import Draw, Preset
 from covid19_images.loaders.boxes import (
     SplitBoxes,
     instance_masks,
@@ -51,14 +44,14 @@ from covid19_images.loaders.boxes import (
     pack_bits,
     unpack_bits,
 )
-from covid19_images.loaders.packed import LoadError, PackedSplit, open_split
-from covid19_images.loaders.pytorch import EpochBatch, _EpochBatches
+from covid19_images.loaders.packed import LoadError
+from covid19_images.loaders.pytorch import EpochBatch, PackedDataset
 from covid19_images.loaders.warp import augment_batch, warp_labels
 
 Target = dict[str, torch.Tensor]
 
 
-class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
+class DetectionDataset(PackedDataset):
     """One split of a detection dataset as ``(image C x H x W, target dict)`` pairs.
 
     Args:
@@ -89,38 +82,27 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
         normalize: bool = True,
         masked_only: bool = False,
     ) -> None:
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, not {channels}")
-        self.folder, self.split, self.size = Path(folder), split, size
-        self.packed: PackedSplit | None = open_split(folder, split, size)
+        super().__init__(
+            folder,
+            split,
+            size=size,
+            augment=augment,
+            seed=seed,
+            channels=channels,
+            normalize=normalize,
+        )
+        assert self.packed is not None
         boxes = self.packed.boxes
         if boxes is None:
             raise LoadError(
                 f"{folder} is not a detection dataset (no boxes.parquet): build one with "
                 "`covid19-images build xray-lung-boxes`"
             )
-        self.preset = preset(augment)
-        self.seed, self.epoch, self.channels, self.normalize = seed, 0, channels, normalize
-        self.mean, self.std = self.packed.mean, self.packed.std
         self.categories = boxes.names
         """Category names; label ``k`` is ``categories[k - 1]``."""
         every = np.arange(len(self.packed), dtype=np.int64)
         self.rows = every[boxes.masked] if masked_only else every
         """The packed rows this dataset reads, in order."""
-
-    def set_epoch(self, epoch: int) -> None:
-        """New augmentation draws for another epoch (the same epoch always draws the same)."""
-        self.epoch = epoch
-
-    def _split(self) -> PackedSplit:
-        if self.packed is None:  # in a worker that received the dataset by pickling
-            self.packed = open_split(self.folder, self.split, self.size)
-        return self.packed
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["packed"] = None  # never pickle the mapped arrays: each worker maps the files
-        return state
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -132,17 +114,9 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
         """Samples for ``DataLoader``'s batched fetching."""
         return self.samples(indices, self.epoch)
 
-    def draws(self, indices: Iterable[int], epoch: int | None = None) -> list[Draw]:
-        """The augmentation draws of ``indices`` in ``epoch`` (default: the current one)."""
-        epoch = self.epoch if epoch is None else epoch
-        return [draw(self.preset, rng_for(self.seed, epoch, int(i))) for i in indices]
-
     def samples(self, indices: Sequence[int], epoch: int) -> list[tuple[torch.Tensor, Target]]:
         """``(image, target)`` of each index, augmented with the draws of ``epoch``."""
-        order = np.asarray(indices, dtype=np.int64)
-        if len(order) and (order.min() < -len(self) or order.max() >= len(self)):
-            raise IndexError(f"index out of range for a split of {len(self)} samples")
-        order = order % max(len(self), 1)
+        order = self._order(indices)
         split = self._split()
         boxes = split.boxes
         assert boxes is not None  # checked in __init__
@@ -175,13 +149,7 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
         the augmentation draws (counted from :meth:`set_epoch`'s value), in any number of
         workers. Shuffling uses a generator seeded with ``seed``, never the global one.
         ``options`` go to ``DataLoader`` (``num_workers``, ``pin_memory``, ...)."""
-        if shuffle:
-            generator = torch.Generator().manual_seed(self.seed)
-            sampler: Sampler[int] = RandomSampler(self, generator=generator)
-        else:
-            sampler = SequentialSampler(self)
-        batches = _EpochBatches(BatchSampler(sampler, batch_size, drop_last), self.epoch)
-        return DataLoader(_Batches(self), batch_size=None, sampler=batches, **options)
+        return self._loader(_Batches(self), batch_size, shuffle, drop_last, options)
 
 
 class _Batches(Dataset[tuple[list[torch.Tensor], list[Target]]]):

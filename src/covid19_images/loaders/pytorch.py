@@ -47,7 +47,93 @@ from covid19_images.loaders.packed import PackedSplit, open_split
 from covid19_images.loaders.warp import augment_batch
 
 
-class CovidImageDataset(Dataset[tuple[torch.Tensor, int]]):
+class PackedDataset(Dataset[Any]):
+    """What every PyTorch dataset over a packed split shares: the memory map (opened again in
+    each worker, never pickled), the augmentation preset and its per-sample draws, the epoch,
+    index checks and a ``DataLoader`` that reads each batch whole.
+
+    Subclasses say what a sample is; :class:`CovidImageDataset` (labels, label maps, regression
+    targets) and :class:`~covid19_images.loaders.detection.DetectionDataset` (boxes) are two.
+    """
+
+    def __init__(
+        self,
+        folder: Path | str,
+        split: str = "train",
+        *,
+        size: int | None = None,
+        augment: str | Preset | None = None,
+        seed: int = 0,
+        channels: int = 1,
+        normalize: bool = True,
+    ) -> None:
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, not {channels}")
+        self.folder, self.split, self.size = Path(folder), split, size
+        self.packed: PackedSplit | None = open_split(folder, split, size)
+        self.preset = preset(augment)
+        self.seed, self.epoch, self.channels, self.normalize = seed, 0, channels, normalize
+        self.mean, self.std = self.packed.mean, self.packed.std
+
+    def set_epoch(self, epoch: int) -> None:
+        """New augmentation draws for another epoch (the same epoch always draws the same)."""
+        self.epoch = epoch
+
+    def _split(self) -> PackedSplit:
+        if self.packed is None:  # in a worker that received the dataset by pickling
+            self.packed = open_split(self.folder, self.split, self.size)
+        return self.packed
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["packed"] = None  # never pickle the mapped arrays: each worker maps the files
+        return state
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _order(self, indices: Sequence[int]) -> np.ndarray:
+        order = np.asarray(indices, dtype=np.int64)
+        if len(order) and (order.min() < -len(self) or order.max() >= len(self)):
+            raise IndexError(f"index out of range for a split of {len(self)} samples")
+        return order % max(len(self), 1)
+
+    def draws(self, indices: Iterable[int], epoch: int | None = None) -> list[Draw]:
+        """The augmentation draws of ``indices`` in ``epoch`` (default: the current one), as
+        the dataset applies them: for :func:`apply_draws` on a training device.
+
+        Example:
+            >>> plain = CovidImageDataset("datasets/xray-covid", normalize=False)  # doctest: +SKIP
+            >>> images, labels = plain[[0, 1]]  # doctest: +SKIP
+            >>> ds = CovidImageDataset("datasets/xray-covid", augment="light")  # doctest: +SKIP
+            >>> out, _ = apply_draws(images.cuda(), ds.draws([0, 1]))  # doctest: +SKIP
+            >>> out.shape  # doctest: +SKIP
+            torch.Size([2, 1, 224, 224])
+        """
+        epoch = self.epoch if epoch is None else epoch
+        return [draw(self.preset, rng_for(self.seed, epoch, int(i))) for i in indices]
+
+    def _loader(
+        self,
+        reader: Dataset[Any],
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        options: dict[str, Any],
+    ) -> DataLoader[Any]:
+        """A ``DataLoader`` handing ``reader`` one :class:`EpochBatch` at a time: each pass is a
+        new epoch for the draws (counted from :meth:`set_epoch`'s value), in any number of
+        workers; shuffling uses a generator seeded with ``seed``, never the global one."""
+        if shuffle:
+            generator = torch.Generator().manual_seed(self.seed)
+            sampler: Sampler[int] = RandomSampler(self, generator=generator)
+        else:
+            sampler = SequentialSampler(self)
+        batches = _EpochBatches(BatchSampler(sampler, batch_size, drop_last), self.epoch)
+        return DataLoader(reader, batch_size=None, sampler=batches, **options)
+
+
+class CovidImageDataset(PackedDataset):
     """One split of an assembled dataset as ``(image tensor C x H x W, label)`` pairs.
 
     Args:
@@ -71,32 +157,21 @@ class CovidImageDataset(Dataset[tuple[torch.Tensor, int]]):
         channels: int = 1,
         normalize: bool = True,
     ) -> None:
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, not {channels}")
-        self.folder, self.split, self.size = Path(folder), split, size
-        self.packed: PackedSplit | None = open_split(folder, split, size)
-        self.preset = preset(augment)
-        self.seed, self.epoch, self.channels, self.normalize = seed, 0, channels, normalize
+        super().__init__(
+            folder,
+            split,
+            size=size,
+            augment=augment,
+            seed=seed,
+            channels=channels,
+            normalize=normalize,
+        )
+        assert self.packed is not None
         self.classes = self.packed.classes
         self.labels = self.packed.labels
         self.targets = self.packed.targets
         """Regression datasets: ``(N, T)`` float32 targets (None otherwise)."""
         self.target_names = self.packed.target_names
-        self.mean, self.std = self.packed.mean, self.packed.std
-
-    def set_epoch(self, epoch: int) -> None:
-        """New augmentation draws for another epoch (the same epoch always draws the same)."""
-        self.epoch = epoch
-
-    def _split(self) -> PackedSplit:
-        if self.packed is None:  # in a worker that received the dataset by pickling
-            self.packed = open_split(self.folder, self.split, self.size)
-        return self.packed
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["packed"] = None  # never pickle the mapped array: each worker maps the file
-        return state
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -164,34 +239,7 @@ class CovidImageDataset(Dataset[tuple[torch.Tensor, int]]):
         with ``seed``, never the global one. ``options`` go to ``DataLoader`` (``num_workers``,
         ``pin_memory``, ...).
         """
-        if shuffle:
-            generator = torch.Generator().manual_seed(self.seed)
-            sampler: Sampler[int] = RandomSampler(self, generator=generator)
-        else:
-            sampler = SequentialSampler(self)
-        batches = _EpochBatches(BatchSampler(sampler, batch_size, drop_last), self.epoch)
-        return DataLoader(self, batch_size=None, sampler=batches, **options)
-
-    def _order(self, indices: Sequence[int]) -> np.ndarray:
-        order = np.asarray(indices, dtype=np.int64)
-        if len(order) and (order.min() < -len(self) or order.max() >= len(self)):
-            raise IndexError(f"index out of range for a split of {len(self)} samples")
-        return order % max(len(self), 1)
-
-    def draws(self, indices: Iterable[int], epoch: int | None = None) -> list[Draw]:
-        """The augmentation draws of ``indices`` in ``epoch`` (default: the current one), as
-        the dataset applies them: for :func:`apply_draws` on a training device.
-
-        Example:
-            >>> plain = CovidImageDataset("datasets/xray-covid", normalize=False)  # doctest: +SKIP
-            >>> images, labels = plain[[0, 1]]  # doctest: +SKIP
-            >>> ds = CovidImageDataset("datasets/xray-covid", augment="light")  # doctest: +SKIP
-            >>> out, _ = apply_draws(images.cuda(), ds.draws([0, 1]))  # doctest: +SKIP
-            >>> out.shape  # doctest: +SKIP
-            torch.Size([2, 1, 224, 224])
-        """
-        epoch = self.epoch if epoch is None else epoch
-        return [draw(self.preset, rng_for(self.seed, epoch, int(i))) for i in indices]
+        return self._loader(self, batch_size, shuffle, drop_last, options)
 
     def _batch(self, order: np.ndarray, epoch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         split = self._split()

@@ -315,42 +315,13 @@ def train(
     load_weights(model, best_file)
     _write_curve(run_dir, history)
     if task == "segmentation":
-        return _finish_segmentation(
-            run_dir,
-            record,
-            model,
-            parts,
-            label_names,
-            size,
-            mean,
-            std,
-            device,
-            config,
-            history=history,
-            best=best,
-            stopped=stopped,
-            evaluate=evaluate,
-            n_boot=n_boot,
+        predictions = _segmentation_predictions(
+            run_dir, model, parts, label_names, size, mean, std, device, config.batch_size
         )
-    frames = []
-    for split in ("val", "test"):
-        probs, _ = _predict(
-            model, parts[split], size, mean, std, device, eval_criterion, config.batch_size
+    else:
+        predictions = _classification_predictions(
+            model, parts, classes, size, mean, std, device, eval_criterion, config.batch_size
         )
-        frame = parts[split].facts.drop(columns=["label"]).assign(split=split)
-        for k, cls in enumerate(classes):
-            frame[f"prob_{cls}"] = probs[:, k] if len(probs) else np.zeros(0, dtype=np.float32)
-        frames.append(frame)
-    predictions = pd.concat(frames, ignore_index=True)
-    columns = [
-        "uid",
-        "split",
-        "source",
-        "patient_id",
-        "class",
-        *(["slice"] if "slice" in predictions else []),
-    ]
-    predictions = predictions[columns + [f"prob_{c}" for c in classes]]
     write_with(run_dir / PREDICTIONS, lambda tmp: predictions.to_parquet(tmp, index=False))
     record["complete"] = True
     record["stopped"] = stopped
@@ -477,9 +448,33 @@ def _lock(folder: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _finish_segmentation(
+def _classification_predictions(
+    model: torch.nn.Module,
+    parts: dict[str, Part],
+    classes: list[str],
+    size: int,
+    mean: float,
+    std: float,
+    device: torch.device,
+    criterion: torch.nn.Module,
+    batch_size: int,
+) -> pd.DataFrame:
+    """One row per val and test image: its facts and ``prob_<class>`` per class."""
+    frames = []
+    for split in ("val", "test"):
+        probs, _ = _predict(model, parts[split], size, mean, std, device, criterion, batch_size)
+        frame = parts[split].facts.drop(columns=["label"]).assign(split=split)
+        for k, cls in enumerate(classes):
+            frame[f"prob_{cls}"] = probs[:, k] if len(probs) else np.zeros(0, dtype=np.float32)
+        frames.append(frame)
+    predictions = pd.concat(frames, ignore_index=True)
+    columns = ["uid", "split", "source", "patient_id", "class"]
+    columns += ["slice"] if "slice" in predictions else []
+    return predictions[columns + [f"prob_{c}" for c in classes]]
+
+
+def _segmentation_predictions(
     run_dir: Path,
-    record: dict[str, Any],
     model: torch.nn.Module,
     parts: dict[str, Part],
     labels: list[str],
@@ -487,21 +482,12 @@ def _finish_segmentation(
     mean: float,
     std: float,
     device: torch.device,
-    config: TrainConfig,
-    *,
-    history: list[dict[str, Any]],
-    best: float,
-    stopped: str,
-    evaluate: bool,
-    n_boot: int,
-) -> Run:
-    """The best weights' label maps and scores on val and test, then the evaluation."""
+    batch_size: int,
+) -> pd.DataFrame:
+    """One row per val and test image with its Dice, IoU and HD95; the predicted label maps
+    go to ``predictions/``."""
     from covid19_images.training import segmentation as seg
 
-    best_file = run_dir / CHECKPOINTS / "best.safetensors"
-    write_with(run_dir / WEIGHTS, lambda tmp: shutil.copyfile(best_file, tmp))
-    load_weights(model, best_file)
-    _write_curve(run_dir, history)
     frames = []
     for split in ("val", "test"):
         predicted, truth, _ = seg.predict(
@@ -511,22 +497,11 @@ def _finish_segmentation(
             mean=mean,
             std=std,
             device=device,
-            batch_size=2 * config.batch_size,
+            batch_size=2 * batch_size,
         )
         seg.save_masks(run_dir, predicted, parts[split])
         frames.append(seg.scores(predicted, truth, parts[split], labels).assign(split=split))
-    seg.write_scores(run_dir / PREDICTIONS, pd.concat(frames, ignore_index=True))
-    record["complete"] = True
-    record["stopped"] = stopped
-    record["epochs_run"] = len(history)
-    record["best_val_metric"] = None if not math.isfinite(best) else best
-    write_json(run_dir / CONFIG, record)
-    run = load_run(run_dir)
-    if evaluate:
-        from covid19_images.training.assess import evaluate_run
-
-        evaluate_run(run, n_boot=n_boot, device=str(device))
-    return run
+    return pd.concat(frames, ignore_index=True)
 
 
 def _check_parts(parts: dict[str, Part], classes: list[str], *, segmentation: bool = False) -> None:

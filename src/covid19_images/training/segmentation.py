@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from covid19_images.atomic import write_bytes, write_with
+from covid19_images.atomic import write_bytes
 from covid19_images.training.data import Part, in_order, prepare
 
 if TYPE_CHECKING:
@@ -144,8 +144,3 @@ def save_masks(run_dir: Path, predicted: np.ndarray, part: Part) -> None:
         buffer = io.BytesIO()
         Image.fromarray(labels).save(buffer, format="PNG")
         write_bytes(run_dir / MASKS / f"{name}.png", buffer.getvalue())
-
-
-def write_scores(path: Path, frame: pd.DataFrame) -> None:
-    """The per-image scores as parquet, written whole."""
-    write_with(path, lambda tmp: frame.to_parquet(tmp, index=False))
