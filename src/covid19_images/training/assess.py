@@ -55,15 +55,39 @@ def evaluate_run(
     Returns:
         The metrics written to ``metrics.json``.
     """
-    from covid19_images.evaluation.report import evaluate_predictions
+    from covid19_images.training.tasks import get_task
 
     run = run if isinstance(run, Run) else load_run(run)
     if not run.complete:
         raise TrainError(f"{run.path} did not finish training: resume it with `train --resume`")
-    if run.task == "segmentation":
-        return _evaluate_segmentation(
-            run, dataset=dataset, split=split, out=out, n_boot=n_boot, seed=seed
-        )
+    return get_task(run.task).evaluate(
+        run,
+        dataset=dataset,
+        split=split,
+        out=out,
+        rule=rule,
+        n_boot=n_boot,
+        seed=seed,
+        device=device,
+    )
+
+
+def evaluate_classification(
+    run: Run,
+    *,
+    dataset: Path | str | None = None,
+    split: str = "test",
+    out: Path | str | None = None,
+    rule: str = "youden",
+    n_boot: int = 1000,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """:func:`evaluate_run` of a classification run: AUROC, the operating point chosen on
+    val, calibration and the per-source and per-patient tables
+    (:func:`covid19_images.evaluation.report.evaluate_predictions`)."""
+    from covid19_images.evaluation.report import evaluate_predictions
+
     own = run.predictions()
     val = own[own["split"] == "val"]
     overlap = None
@@ -228,7 +252,7 @@ def refresh_report(run: Run) -> None:
     write_text(run.path / "report.md", render_report(metrics, sections=report_sections(run)))
 
 
-def _evaluate_segmentation(
+def evaluate_segmentation(
     run: Run,
     *,
     dataset: Path | str | None,

@@ -24,20 +24,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from covid19_images import RESEARCH_USE_NOTICE, __version__
 from covid19_images.atomic import write_json, write_with
-from covid19_images.training.config import NotTrainableError, TrainConfig, TrainError
+from covid19_images.training.config import TrainConfig, TrainError
 from covid19_images.training.data import (
     Part,
     dataset_facts,
-    in_order,
-    iterate,
     open_part,
-    predict_batches,
-    prepare,
     read_manifest,
     resolve_device,
 )
@@ -56,6 +51,8 @@ from covid19_images.training.run import (
 
 if TYPE_CHECKING:
     import torch
+
+    from covid19_images.training.tasks import Task
 
 STATE = "last.state.pt"
 
@@ -110,9 +107,9 @@ def train(
 
     from covid19_images.loaders.api import resolve_dataset
     from covid19_images.loaders.packed import LoadError
-    from covid19_images.models import create
-    from covid19_images.models.registry import XRV_PREFIX, available, get_spec, task_of
-    from covid19_images.training import segmentation as seg
+    from covid19_images.models.registry import XRV_PREFIX, available, task_of
+    from covid19_images.progress import track
+    from covid19_images.training.tasks import Setting, get_task, task_name
 
     try:
         folder = resolve_dataset(dataset)
@@ -125,24 +122,21 @@ def train(
             f'pretrained="{config.pretrained}") in your own loop, or --pretrained yes'
         )
     facts = dataset_facts(folder)
-    task = facts["task"]
-    if task not in ("classification", "segmentation"):
+    kind = facts["task"]
+    task = get_task(task_name(kind, config.model))
+    fits = task_of(config.model) == task.model_task or (
+        task.model_task == "regression" and task_of(config.model) == "classification"
+    )
+    if not fits:
         raise TrainError(
-            f"{folder.name} is a {task} dataset; train takes classification and segmentation "
-            "datasets (the models and metrics of the other tasks are in covid19_images.models "
-            "and covid19_images.evaluation; their training is not part of train yet)"
-        )
-    if task_of(config.model) != task:
-        raise TrainError(
-            f"{config.model} is a {task_of(config.model)} model and {folder.name} a {task} "
-            f"dataset: choose one of {', '.join(available(task))}"
+            f"{config.model} is a {task_of(config.model)} model and {folder.name} a {kind} "
+            f"dataset: choose one of {', '.join(available(task.model_task))}"  # type: ignore[arg-type]
         )
     if facts["naive"] and log is not None:
         log(
             f"warning: {folder.name} is a NAIVE dataset (split by image, copies kept): its "
             "test metrics are inflated by leakage; for comparison only"
         )
-    min_size = get_spec(config.model).min_size if task == "classification" else 32
     run_dir = Path(out) / (name or default_name(folder, config))
     # Everything that can refuse the run is checked before the run folder is touched.
     if resume and overwrite:
@@ -150,16 +144,10 @@ def train(
     state, record = _saved(run_dir, config, facts) if resume else (None, None)
     replace = False if resume else _make_way(run_dir, overwrite)
     device = resolve_device(config.device)
-    parts = _parts(folder, config)
+    parts = _parts(folder, config, task)
     classes = facts["classes"]
-    _check_parts(parts, classes, segmentation=task == "segmentation")
-    outputs = len(classes)
-    label_names: list[str] = []
-    if task == "segmentation":
-        label_names = seg.mask_labels(_lock(folder), seg.label_count(folder))
-        outputs = len(label_names)
-    torch.manual_seed(config.seed)
-    model = create(config.model, outputs, in_chans=1, pretrained=config.pretrained).to(device)
+    task.check(parts, classes)
+    outputs, described = task.outputs(folder, facts)
     if record is None:
         record = {
             "run_version": RUN_VERSION,
@@ -168,10 +156,10 @@ def train(
             "train": config.to_dict(),
             "dataset": facts,
             "classes": classes,
-            "task": task,
+            "task": task.name,
             "outputs": outputs,
-            **({"mask_labels": label_names} if label_names else {}),
-            "size": max(config.size or facts["size"], min_size),
+            **described,
+            "size": max(config.size or facts["size"], task.min_size(config.model)),
             "channels": 1,
             "normalize": {"mean": facts["mean"], "std": facts["std"]},
             "selection": {k: len(p) for k, p in parts.items()},
@@ -183,31 +171,32 @@ def train(
             },
             "command": sys.argv if Path(sys.argv[0]).name == "covid19-images" else None,
         }
+    torch.manual_seed(config.seed)
+    model = task.model(config, outputs, record).to(device)
+    if state is None:
         if replace:
             shutil.rmtree(run_dir)
         (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     record["train"] = config.to_dict()
     record["complete"] = False
     write_json(run_dir / CONFIG, record)
-    size = int(record["size"])
+    setting = Setting(
+        size=int(record["size"]),
+        mean=float(record["normalize"]["mean"]),
+        std=float(record["normalize"]["std"]),
+        device=device,
+        batch_size=config.batch_size,
+    )
+    task.setup(parts, config, setting)
 
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.lr,
+        weight_decay=config.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    weights = (
-        _class_weights(parts["train"].labels, len(classes))
-        if config.balance == "class-weights" and task == "classification"
-        else None
-    )
-    criterion: torch.nn.Module = torch.nn.CrossEntropyLoss(
-        weight=None if weights is None else weights.to(device)
-    )
-    eval_criterion: torch.nn.Module = torch.nn.CrossEntropyLoss()
-    if task == "segmentation":
-        criterion = eval_criterion = seg.criterion()
 
     history: list[dict[str, Any]] = []
     start, best, wait = 0, -math.inf, 0
@@ -223,7 +212,6 @@ def train(
         ]
         start, best, wait = int(state["epoch"]) + 1, float(state["best"]), int(state["wait"])
 
-    mean, std = float(record["normalize"]["mean"]), float(record["normalize"]["std"])
     stopped = "epochs"
     for epoch in range(start, config.epochs):
         if config.patience and wait >= config.patience:
@@ -232,55 +220,24 @@ def train(
         began = time.perf_counter()
         model.train()
         total, seen = 0.0, 0
-        batches = iterate(
-            parts["train"],
-            config.batch_size,
-            epoch,
-            shuffle=True,
-            seed=config.seed,
-            steps=config.steps,
-            workers=config.workers,
-        )
-        steps = min(
-            len(parts["train"].batches(config.batch_size, epoch, shuffle=True, seed=config.seed)),
-            config.steps or 10**9,
-        )
-        from covid19_images.progress import track
-
-        for images, labels in track(batches, steps, f"epoch {epoch + 1}/{config.epochs}", progress):
-            x = prepare(images, size, mean, std, device)
-            y = seg.targets(labels, size, device) if task == "segmentation" else labels.to(device)
+        batches, steps = task.batches(parts["train"], config, epoch)
+        for batch in track(batches, steps, f"epoch {epoch + 1}/{config.epochs}", progress):
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = criterion(model(x), y)
+                loss, count = task.loss(model, batch, setting)
             if not torch.isfinite(loss):
                 raise TrainError(
                     f"the training loss became {loss.item()} at epoch {epoch + 1}: lower --lr"
                 )
-            scaler.scale(loss).backward()
+            scaled: Any = scaler.scale(loss)  # torch's backward is untyped
+            scaled.backward()
             scaler.step(optimizer)
             scaler.update()
-            total += float(loss.item()) * len(y)
-            seen += len(y)
+            total += float(loss.item()) * count
+            seen += count
         lr = float(optimizer.param_groups[0]["lr"])
         scheduler.step()
-        if task == "segmentation":
-            predicted, truth, val_loss = seg.predict(
-                model,
-                parts["val"],
-                size=size,
-                mean=mean,
-                std=std,
-                device=device,
-                batch_size=2 * config.batch_size,
-                loss=eval_criterion,
-            )
-            metric, metric_name = seg.mean_dice(predicted, truth), "dice"
-        else:
-            probs, val_loss = _predict(
-                model, parts["val"], size, mean, std, device, eval_criterion, config.batch_size
-            )
-            metric, metric_name = _val_metric(parts["val"].labels, probs, val_loss, len(classes))
+        metric, metric_name, val_loss = task.validate(model, parts["val"], setting)
         improved = metric > best or not history  # the first epoch is the best so far
         if improved:
             best, wait = metric, 0
@@ -314,14 +271,7 @@ def train(
     write_with(run_dir / WEIGHTS, lambda tmp: shutil.copyfile(best_file, tmp))
     load_weights(model, best_file)
     _write_curve(run_dir, history)
-    if task == "segmentation":
-        predictions = _segmentation_predictions(
-            run_dir, model, parts, label_names, size, mean, std, device, config.batch_size
-        )
-    else:
-        predictions = _classification_predictions(
-            model, parts, classes, size, mean, std, device, eval_criterion, config.batch_size
-        )
+    predictions = task.predictions(run_dir, model, parts, setting, record)
     write_with(run_dir / PREDICTIONS, lambda tmp: predictions.to_parquet(tmp, index=False))
     record["complete"] = True
     record["stopped"] = stopped
@@ -381,15 +331,13 @@ def _make_way(run_dir: Path, overwrite: bool) -> bool:
     return True
 
 
-def _parts(folder: Path, config: TrainConfig) -> dict[str, Part]:
+def _parts(folder: Path, config: TrainConfig, task: Task) -> dict[str, Part]:
     """Train, val and test rows; with ``leave_out``, that source is the test set."""
     aug = config.augment
     if config.leave_out is None:
-        return {
-            "train": open_part(folder, "train", augment=aug, seed=config.seed),
-            "val": open_part(folder, "val"),
-            "test": open_part(folder, "test"),
-        }
+        return task.parts(folder, config)
+    if task.name != "classification":
+        raise TrainError("--leave-out is available for classification runs only")
     manifest = read_manifest(folder)
     sources = sorted(manifest["source"].dropna().unique())
     if config.leave_out not in sources:
@@ -435,133 +383,6 @@ def _linked_to(folder: Path, manifest: pd.DataFrame, source: str) -> set[str]:
     held_groups = set(frame.loc[frame["source"] == source, "group"])
     linked = frame[(frame["source"] != source) & frame["group"].isin(held_groups)]
     return set(linked["uid"])
-
-
-def _lock(folder: Path) -> dict[str, Any]:
-    """The dataset's ``lock.json`` (empty where it has none or it cannot be read)."""
-    import json
-
-    try:
-        data = json.loads((folder / "lock.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _classification_predictions(
-    model: torch.nn.Module,
-    parts: dict[str, Part],
-    classes: list[str],
-    size: int,
-    mean: float,
-    std: float,
-    device: torch.device,
-    criterion: torch.nn.Module,
-    batch_size: int,
-) -> pd.DataFrame:
-    """One row per val and test image: its facts and ``prob_<class>`` per class."""
-    frames = []
-    for split in ("val", "test"):
-        probs, _ = _predict(model, parts[split], size, mean, std, device, criterion, batch_size)
-        frame = parts[split].facts.drop(columns=["label"]).assign(split=split)
-        for k, cls in enumerate(classes):
-            frame[f"prob_{cls}"] = probs[:, k] if len(probs) else np.zeros(0, dtype=np.float32)
-        frames.append(frame)
-    predictions = pd.concat(frames, ignore_index=True)
-    columns = ["uid", "split", "source", "patient_id", "class"]
-    columns += ["slice"] if "slice" in predictions else []
-    return predictions[columns + [f"prob_{c}" for c in classes]]
-
-
-def _segmentation_predictions(
-    run_dir: Path,
-    model: torch.nn.Module,
-    parts: dict[str, Part],
-    labels: list[str],
-    size: int,
-    mean: float,
-    std: float,
-    device: torch.device,
-    batch_size: int,
-) -> pd.DataFrame:
-    """One row per val and test image with its Dice, IoU and HD95; the predicted label maps
-    go to ``predictions/``."""
-    from covid19_images.training import segmentation as seg
-
-    frames = []
-    for split in ("val", "test"):
-        predicted, truth, _ = seg.predict(
-            model,
-            parts[split],
-            size=size,
-            mean=mean,
-            std=std,
-            device=device,
-            batch_size=2 * batch_size,
-        )
-        seg.save_masks(run_dir, predicted, parts[split])
-        frames.append(seg.scores(predicted, truth, parts[split], labels).assign(split=split))
-    return pd.concat(frames, ignore_index=True)
-
-
-def _check_parts(parts: dict[str, Part], classes: list[str], *, segmentation: bool = False) -> None:
-    if len(parts["train"]) < 2:
-        raise NotTrainableError("the training split has fewer than 2 images: nothing to train on")
-    present = sorted({classes[i] for i in parts["train"].labels})
-    if len(present) < 2 and not segmentation:
-        raise NotTrainableError(f"the training split holds one class only ({present[0]})")
-    for name in ("val", "test"):
-        if len(parts[name]) == 0:
-            raise NotTrainableError(
-                f"the {name} split is empty: rebuild with more data or other ratios"
-            )
-
-
-def _class_weights(labels: np.ndarray, n: int) -> torch.Tensor:
-    """Inverse class frequency, scaled so a balanced set gets weight 1 for every class."""
-    import torch
-
-    counts = np.bincount(labels, minlength=n).astype(np.float64)
-    weights = np.where(counts > 0, len(labels) / (n * np.maximum(counts, 1)), 0.0)
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-def _predict(
-    model: torch.nn.Module,
-    part: Part,
-    size: int,
-    mean: float,
-    std: float,
-    device: torch.device,
-    criterion: torch.nn.Module,
-    batch_size: int,
-) -> tuple[np.ndarray, float]:
-    """Softmax probabilities of every row of ``part`` and the mean loss on them."""
-    classes = int(part.facts["label"].max()) + 1 if len(part) else 0
-    return predict_batches(
-        model,
-        in_order(part, 2 * batch_size),
-        size=size,
-        mean=mean,
-        std=std,
-        device=device,
-        classes=classes,
-        criterion=criterion,
-    )
-
-
-def _val_metric(labels: np.ndarray, probs: np.ndarray, loss: float, n: int) -> tuple[float, str]:
-    """Macro one-vs-rest AUROC over the classes val can score; minus the loss otherwise."""
-    from sklearn.metrics import roc_auc_score
-
-    scores = [
-        roc_auc_score(labels == k, probs[:, k])
-        for k in range(n)
-        if 0 < int((labels == k).sum()) < len(labels)
-    ]
-    if scores:
-        return float(np.mean(scores)), "auroc"
-    return -loss, "neg_loss"
 
 
 def _save_state(

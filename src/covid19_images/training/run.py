@@ -73,7 +73,7 @@ class Run:
 
     @property
     def task(self) -> str:
-        """``classification`` or ``segmentation``."""
+        """The trainer's task (:data:`covid19_images.training.tasks.TASKS`)."""
         return str(self.config.get("task", "classification"))
 
     @property
@@ -113,7 +113,10 @@ class Run:
         if not file.is_file():
             raise TrainError(f"{self.path} has no {which} weights ({file.name}): train it first")
         outputs = int(self.config.get("outputs", len(self.classes)))
-        model = create(self.model_name, outputs, in_chans=1)
+        regression = self.task == "regression"  # a classification backbone, a linear head
+        model = create(
+            self.model_name, outputs, in_chans=1, task="regression" if regression else None
+        )
         load_weights(model, file)
         return model.to(device).eval()
 

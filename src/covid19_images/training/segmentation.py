@@ -20,10 +20,14 @@ import numpy as np
 import pandas as pd
 
 from covid19_images.atomic import write_bytes
+from covid19_images.training.config import TrainConfig
 from covid19_images.training.data import Part, in_order, prepare
+from covid19_images.training.tasks import Setting, Task
 
 if TYPE_CHECKING:
     import torch
+
+    from covid19_images.training.run import Run
 
 MASKS = "predictions"
 """Folder of the run that receives each val and test image's predicted label map (PNG)."""
@@ -144,3 +148,95 @@ def save_masks(run_dir: Path, predicted: np.ndarray, part: Part) -> None:
         buffer = io.BytesIO()
         Image.fromarray(labels).save(buffer, format="PNG")
         write_bytes(run_dir / MASKS / f"{name}.png", buffer.getvalue())
+
+
+class SegmentationTask(Task):
+    """A label map per image (or CT slice): a 2-D U-Net, Dice + cross-entropy, mean foreground
+    Dice on val, per-image Dice, IoU and HD95 as the predictions, label maps in
+    ``predictions/``."""
+
+    name = "segmentation"
+    model_task = "segmentation"
+
+    def __init__(self) -> None:
+        self.criterion: torch.nn.Module | None = None
+
+    def outputs(self, folder: Path, facts: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        import json
+
+        try:
+            lock = json.loads((folder / "lock.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            lock = {}
+        labels = mask_labels(lock if isinstance(lock, dict) else {}, label_count(folder))
+        return len(labels), {"mask_labels": labels}
+
+    def setup(self, parts: dict[str, Part], config: TrainConfig, setting: Setting) -> None:
+        self.criterion = criterion()
+
+    def loss(
+        self, model: torch.nn.Module, batch: Any, setting: Setting
+    ) -> tuple[torch.Tensor, int]:
+        images, masks = batch
+        assert self.criterion is not None
+        x = prepare(images, setting.size, setting.mean, setting.std, setting.device)
+        return self.criterion(model(x), targets(masks, setting.size, setting.device)), len(masks)
+
+    def validate(
+        self, model: torch.nn.Module, part: Part, setting: Setting
+    ) -> tuple[float, str, float]:
+        predicted, truth, loss = predict(
+            model,
+            part,
+            size=setting.size,
+            mean=setting.mean,
+            std=setting.std,
+            device=setting.device,
+            batch_size=2 * setting.batch_size,
+            loss=self.criterion or criterion(),
+        )
+        return mean_dice(predicted, truth), "dice", loss
+
+    def predictions(
+        self,
+        run_dir: Path,
+        model: torch.nn.Module,
+        parts: dict[str, Part],
+        setting: Setting,
+        record: dict[str, Any],
+    ) -> pd.DataFrame:
+        """One row per val and test image with its Dice, IoU and HD95; the predicted label
+        maps go to ``predictions/``."""
+        frames = []
+        for split in ("val", "test"):
+            predicted, truth, _ = predict(
+                model,
+                parts[split],
+                size=setting.size,
+                mean=setting.mean,
+                std=setting.std,
+                device=setting.device,
+                batch_size=2 * setting.batch_size,
+            )
+            save_masks(run_dir, predicted, parts[split])
+            labels = [str(v) for v in record["mask_labels"]]
+            frames.append(scores(predicted, truth, parts[split], labels).assign(split=split))
+        return pd.concat(frames, ignore_index=True)
+
+    def evaluate(
+        self,
+        run: Run,
+        *,
+        dataset: Path | str | None,
+        split: str,
+        out: Path | str | None,
+        rule: str,
+        n_boot: int,
+        seed: int,
+        device: str,
+    ) -> dict[str, Any]:
+        from covid19_images.training.assess import evaluate_segmentation
+
+        return evaluate_segmentation(
+            run, dataset=dataset, split=split, out=out, n_boot=n_boot, seed=seed
+        )
