@@ -20,8 +20,9 @@ from typing import Any
 
 import pandas as pd
 
+from covid19_images.atomic import write_with
 from covid19_images.problems import ProblemLog
-from covid19_images.process.executor import Executor, LocalExecutor
+from covid19_images.process.executor import Executor, LocalExecutor, fails_as
 from covid19_images.process.image import (
     MAX_PIXELS,
     DecodeError,
@@ -92,6 +93,18 @@ def output_dir(cache: Path, key: str) -> Path:
     return cache / key[:2] / key
 
 
+def _failed(task: _Task, reason: str) -> dict[str, Any]:
+    """An image an engine gave up on: a problem row, never reused from the index (no variant)."""
+    return {
+        "path": task.path,
+        "size": task.size,
+        "mtime_ns": task.mtime_ns,
+        "error_kind": "unreadable-file",
+        "error": reason,
+    }
+
+
+@fails_as(_failed)
 def _process_one(task: _Task) -> dict[str, Any]:
     """Worker: hash the bytes, reuse outputs with the same key, else decode and write them."""
     path, cache = Path(task.path), Path(task.cache)
@@ -286,7 +299,8 @@ def process_records(
         record.processed_key = meta["key"]
         kept.append(record)
 
-    _write_index(cache, {**index, **results})
+    # Rows another build sharing the cache added meanwhile are kept.
+    _write_index(cache, {**_read_index(cache), **index, **results})
     return kept, log
 
 
@@ -308,6 +322,5 @@ def _write_index(cache: Path, rows: dict[str, dict[str, Any]]) -> None:
     )
     for column in ("width", "height", "bits_stored", "size", "mtime_ns"):
         frame[column] = frame[column].astype("Int64")
-    tmp = cache / f".{INDEX}.tmp"
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(cache / INDEX)
+    # A temporary name of its own: two builds sharing the cache never write one file.
+    write_with(cache / INDEX, lambda tmp: frame.to_parquet(tmp, index=False))
