@@ -238,7 +238,7 @@ def _print_headline(path: Path) -> None:
         metrics: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
-    if metrics.get("task") == "segmentation":
+    if metrics.get("task") in ("segmentation", "regression"):
         for unit in ("image", "patient"):
             cells = [
                 f"{r['metric']} {r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
