@@ -83,3 +83,68 @@ def nothing_passes(recipe: Recipe, log: ProblemLog) -> str:
     return f"no image passes recipe {recipe.name}" + (
         f" (most common reasons: {top})" if top else ""
     )
+
+
+def nothing_to_segment(result: BuildResult) -> str | None:
+    """Why a CT segmentation build holds no image/mask pair, and how to get one; None for a
+    build that holds some, or of another kind.
+
+    The sources of CT volumes with masks that the recipe reads (catalog: modality ``ct``, task
+    ``segmentation``, a count of studies; MedSeg's 2-D slices are not volumes) are named: those
+    absent with how to get them, and those present whose study volumes are absent (MosMedData's
+    mirror has the masks without the studies).
+
+    Example:
+        >>> result = build("ct-lesion-seg", mirror="sources", fetch=False)  # doctest: +SKIP
+        >>> print(nothing_to_segment(result))  # doctest: +SKIP
+        ct-lesion-seg holds no CT volume with a lesion mask: nothing to train on. ...
+    """
+    import json
+
+    from covid19_images.catalog.registry import load_catalog
+    from covid19_images.fetch.ensure import manual_line
+
+    if not result.manifest.empty:
+        return None
+    try:
+        recipe = json.loads((result.path / "lock.json").read_text(encoding="utf-8"))["recipe"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if recipe.get("task") != "segmentation" or "CT" not in (recipe.get("modality") or []):
+        return None
+    read = set(result.sources_used) | set(result.sources_missing)
+    entries = [
+        e
+        for e in load_catalog().filter(modality="ct", task="segmentation")
+        if e.id in read and any(c.studies for c in e.counts)
+    ]
+
+    def how(entry: Any) -> str:
+        if entry.access == "auto":
+            return f"`covid19-images fetch {entry.id}`"
+        return f"{manual_line(entry)}, then `covid19-images fetch {entry.id} --from DIR`"
+
+    absent = [e for e in entries if e.id in result.sources_missing]
+    problems = result.problems.frame()
+    parts = []
+    auto = [e.id for e in absent if e.access == "auto"]
+    if auto:
+        parts.append(
+            f"{', '.join(auto)} {'is' if len(auto) == 1 else 'are'} not present "
+            f"(`covid19-images fetch {' '.join(auto)}` downloads them)"
+        )
+    parts += [f"{e.id} is not present ({how(e)})" for e in absent if e.access != "auto"]
+    for entry in entries:
+        if entry.id not in result.sources_used:
+            continue
+        rows = problems[(problems["source"] == entry.id) & (problems["kind"] == "missing-study")]
+        if rows.empty:
+            continue
+        masked = int(rows["detail"].str.contains("mask").sum())
+        have = f"has {masked} lesion masks but not their" if masked else "is present without its"
+        parts.append(f"{entry.id} {have} study volumes ({len(rows)} absent; {how(entry)})")
+    return (
+        f"{recipe.get('name')} holds no CT volume with a lesion mask: nothing to train on. "
+        + (f"Of the sources of CT volumes with masks, {'; '.join(parts)}. " if parts else "")
+        + "problems.csv says why each file was left out."
+    )

@@ -457,10 +457,12 @@ def build_command(
         what = f"{len(result.manifest)} images"
     out.print(f"[green]{escape(str(result.path))}[/] ({what})", highlight=False)
     if result.manifest.empty:
-        err.print(
-            "[yellow]warning:[/] no sample passed the recipe; problems.csv says why for each",
-            highlight=False,
+        from covid19_images.assemble.result import nothing_to_segment
+
+        why = nothing_to_segment(result) or (
+            "no sample passed the recipe; problems.csv says why for each"
         )
+        err.print(f"[yellow]warning:[/] {escape(why)}", highlight=False, soft_wrap=True)
     out.print(f"[dim]{RESEARCH_USE_NOTICE}[/]", highlight=False)
     if result.naive:  # leaky on purpose: say how much, and succeed
         err.print(

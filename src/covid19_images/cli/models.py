@@ -239,7 +239,9 @@ def _print_headline(path: Path) -> None:
     except (OSError, ValueError):
         return
     if metrics.get("task") in ("segmentation", "regression"):
-        for unit in ("image", "patient"):
+        for unit in ("image", "volume", "patient"):
+            if unit not in metrics:
+                continue
             cells = [
                 f"{r['metric']} {r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
                 for r in metrics.get(unit, [])

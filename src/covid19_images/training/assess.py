@@ -261,8 +261,14 @@ def evaluate_segmentation(
     n_boot: int,
     seed: int,
 ) -> dict[str, Any]:
-    """Dice, IoU and HD95 of a segmentation run's ``split`` (val or test), per image and per
-    patient with patient-bootstrap intervals, overall and per source."""
+    """Dice, IoU and HD95 of a segmentation run's ``split`` (val or test), per scored row and
+    per patient with patient-bootstrap intervals, overall and per source.
+
+    A row is an image (X-ray) or a CT volume (the ``volumes`` task, and 2-D runs on CT slices,
+    whose slices are scored as stacked volumes): ``config.json``'s ``scoring`` says which, and
+    the unit of HD95 (``metrics.json`` keeps the table under that name: ``image`` or
+    ``volume``, then ``patient``).
+    """
     from covid19_images import RESEARCH_USE_NOTICE
     from covid19_images.atomic import json_safe, write_json, write_text
     from covid19_images.evaluation.segmentation import summarize_segmentation
@@ -273,6 +279,10 @@ def evaluate_segmentation(
     rows = frame[frame["split"] == split]
     if rows.empty:
         raise TrainError(f"{run.path} has no predictions for split {split!r} (val and test only)")
+    scoring = run.config.get("scoring") or {}
+    per = str(scoring.get("per", "image"))
+    hd_unit = str(scoring.get("hd95", "pixels at the packed size"))
+    maps = str(scoring.get("maps", "predictions/<uid>.png"))
     target = evaluation_folder(run, dataset=dataset, split=split, out=out)
     metrics: dict[str, Any] = {
         "version": 1,
@@ -280,22 +290,27 @@ def evaluate_segmentation(
         "title": f"{run.model_name} on {run.config['dataset']['recipe']}",
         "split": split,
         "labels": run.config.get("mask_labels"),
+        "unit": per,
+        "hd95_unit": hd_unit,
         "bootstrap": {"n": n_boot, "seed": seed, "level": 0.95, "unit": "patient"},
     }
+    where = f"{run.size} px" if run.task != "volumes" else f"{run.size}-voxel patches"
     lines = [
         f"> {RESEARCH_USE_NOTICE}",
         "",
         f"# {metrics['title']}",
         "",
-        f"Segmentation, split `{split}`: {len(rows)} images, model `{run.model_name}` at "
-        f"{run.size} px, {run.config.get('epochs_run')} epochs. Per image Dice, IoU and HD95 "
-        "(pixels at the packed size) by MONAI; label 0 (background) is not scored; an image "
-        "where both masks are empty has Dice 1 and no HD95. Intervals: 95% percentile bootstrap "
-        f"over {n_boot} resamples of whole patients (an image without a patient id is its own).",
+        f"Segmentation, split `{split}`: {len(rows)} {per}s, model `{run.model_name}` at "
+        f"{where}, {run.config.get('epochs_run')} epochs. Per {per} Dice, IoU and HD95 "
+        f"({hd_unit}) by MONAI; label 0 (background) is not scored; a {per} where both masks "
+        "are empty has Dice 1 and no HD95. Intervals: 95% percentile bootstrap over "
+        f"{n_boot} resamples of whole patients (a {per} without a patient id is its own).",
         "",
     ]
-    for unit in ("image", "patient"):
-        table = summarize_segmentation(rows, unit=unit, n_boot=n_boot, seed=seed)
+    for unit in (per, "patient"):
+        table = summarize_segmentation(
+            rows, unit="patient" if unit == "patient" else "image", n_boot=n_boot, seed=seed
+        )
         metrics[unit] = json_safe(table.to_dict("records"))
         lines += [f"## Per {unit}", "", "| source | metric | mean (95% CI) | n | defined |"]
         lines.append("|---|---|---|---:|---:|")
@@ -305,7 +320,9 @@ def evaluate_segmentation(
                 value += f" [{r['low']:.3f}, {r['high']:.3f}]"
             lines.append(f"| {r['source']} | {r['metric']} | {value} | {r['n']} | {r['defined']} |")
         lines.append("")
-    lines += ["Predicted label maps: `predictions/<uid>.png`.", ""]
+    lines += [f"Predicted label maps: `{maps}`.", ""]
+    if (run.path / "figures" / "overlays.png").is_file() and target == run.path:
+        lines += ["![test images: truth green, prediction red](figures/overlays.png)", ""]
     write_json(target / "metrics.json", metrics)
     write_text(target / "report.md", "\n".join(lines))
     return metrics
