@@ -40,7 +40,7 @@ from covid19_images.fetch import Located, data_root, locate
 from covid19_images.fetch.ensure import FetchEvent, SourcesReport, ensure_sources
 from covid19_images.fetch.fetcher import FileProgress
 from covid19_images.problems import KINDS, ProblemLog
-from covid19_images.process.executor import Executor, LocalExecutor
+from covid19_images.process.executor import Executor, LocalExecutor, check_workers
 from covid19_images.process.image import MAX_PIXELS
 from covid19_images.progress import track
 from covid19_images.records import Record
@@ -89,7 +89,9 @@ def build(
         lock: A ``lock.json`` of an earlier build: rebuild exactly that (recipe, seed, size,
             pixel limit).
         sources: Only these source ids (default: the recipe's).
-        executor: Where per-image work runs (default: a local pool with ``workers``).
+        executor: Where per-image work runs (default: a local pool with ``workers``); a
+            :class:`~covid19_images.process.dask_engine.DaskExecutor` runs it on a cluster,
+            whose workers must see ``root`` and the sources under the same paths.
         progress: Show progress bars.
         dicom: Write a de-identified DICOM per kept image into the processed layer.
         force: Build even when the folder is up to date with the same inputs.
@@ -176,6 +178,7 @@ def build(
         raise BuildError(nothing_passes(recipe, log))
     if naive:  # upstream's augmented copies are in: their rows say so
         log = keep_augmented(log, selected)
+    check_workers(executor, [base / "processed"], [u.path for u in used.values()])
     job = AssemblyJob(
         base,
         final,

@@ -16,7 +16,7 @@ from covid19_images.assemble.result import BuildError
 from covid19_images.deid import SaltError, salt
 from covid19_images.problems import ProblemLog
 from covid19_images.process.dicom import write_secondary_capture
-from covid19_images.process.executor import Executor
+from covid19_images.process.executor import Executor, fails_as
 from covid19_images.process.image import DecodeError, without_addresses
 from covid19_images.records import Record
 
@@ -41,6 +41,12 @@ class _DicomTask:
     salt: bytes
 
 
+def _dicom_failed(task: _DicomTask, reason: str) -> str | None:
+    """A DICOM an engine gave up on: the image is kept without one, with a problem row."""
+    return reason
+
+
+@fails_as(_dicom_failed)
 def _dicom_one(task: _DicomTask) -> str | None:
     """Worker: write one DICOM unless it is there; the error text, or None."""
     out = Path(task.out)

@@ -28,7 +28,7 @@ from covid19_images.dedup.near import (
     find_duplicates,
 )
 from covid19_images.errors import Covid19ImagesError
-from covid19_images.process.executor import Executor
+from covid19_images.process.executor import Executor, fails_as
 from covid19_images.process.image import THUMB
 from covid19_images.process.signature import (
     Signature,
@@ -341,6 +341,12 @@ def _entry(data: bytes) -> tuple[str, np.ndarray, Signature]:
     )
 
 
+def _no_entry(path: Path, reason: str) -> tuple[str, tuple[str, np.ndarray, Signature]] | None:
+    """A file an engine gave up on hashing: left for :meth:`lookup`, as an unreadable one."""
+    return None
+
+
+@fails_as(_no_entry)
 def _file_entry(path: Path) -> tuple[str, tuple[str, np.ndarray, Signature]] | None:
     """A file's sha256 and :func:`_entry` (for an executor); None if it cannot be read."""
     try:

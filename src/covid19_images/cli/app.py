@@ -303,7 +303,31 @@ def build_command(
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(min=1, metavar="N", help="Decoding processes (default: all cores)."),
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Worker processes (default: all cores): the local pool, or with --engine dask "
+            "the local Dask cluster the build starts.",
+            show_default=False,
+        ),
+    ] = None,
+    engine: Annotated[
+        Literal["local", "dask"] | None,
+        typer.Option(
+            help="Where per-image work runs: local (a process pool) or dask (a dask.distributed "
+            "cluster; needs the dask extra). Default: local, or dask with --scheduler.",
+            show_default=False,
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="A running Dask scheduler (tcp://host:8786) for --engine dask; without it, "
+            "the build starts a local cluster. Its workers must see --root and the sources "
+            "under the same paths (docs/scale.md).",
+            show_default=False,
+        ),
     ] = None,
     lock: Annotated[
         Path | None,
@@ -380,6 +404,9 @@ def build_command(
     from covid19_images.assemble.recipe import load_recipe, parse_merge, with_options
     from covid19_images.process.image import MAX_PIXELS
 
+    if engine == "local" and scheduler is not None:
+        err.print("[bold red]error:[/] --scheduler is a Dask scheduler: use it with --engine dask")
+        raise typer.Exit(2)
     if lock is not None:
         given = {
             "--naive": True if naive else None,
@@ -415,7 +442,13 @@ def build_command(
         if lock is None
         else recipe
     )
-    with _FetchDisplay() as display:
+    with ExitStack() as stack:
+        executor = None
+        if engine == "dask" or scheduler is not None:
+            from covid19_images.process.dask_engine import DaskExecutor
+
+            executor = stack.enter_context(DaskExecutor(scheduler, workers=workers))
+        display = stack.enter_context(_FetchDisplay())
         result = build(
             chosen,
             out=out_dir,
@@ -433,6 +466,7 @@ def build_command(
             on_fetch=display.event,
             max_pixels=MAX_PIXELS if max_pixels is None else max_pixels,
             naive=naive,
+            executor=executor,
         )
     if result.up_to_date:
         out.print(

@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from covid19_images.process.executor import Executor
+from covid19_images.process.executor import Executor, fails_as
 from covid19_images.process.grid import SquareGrid, aspect_matches, square_grid
 from covid19_images.process.image import (
     MAX_PIXELS,
@@ -68,6 +68,12 @@ def grid_and_masks(tasks: list[AnnotationTask], executor: Executor) -> list[dict
     return list(executor.map(place, tasks, "placing masks and boxes"))
 
 
+def _place_failed(task: AnnotationTask, reason: str) -> dict[str, Any]:
+    """An image an engine gave up on placing: no grid, so the image is skipped (a problem)."""
+    return {"error_kind": "unreadable-file", "error": reason}
+
+
+@fails_as(_place_failed)
 def place(task: AnnotationTask) -> dict[str, Any]:
     """The grid of one image's copy and, if it has one, its mask on that grid (cached).
 

@@ -1,8 +1,16 @@
-"""One interface for running per-item work: a local process pool now, a cluster engine later.
+"""One interface for running per-item work: a local process pool, or a Dask cluster.
 
 Every long step of a build calls :meth:`Executor.map` with a picklable top-level function and a
-list of items; results come back in input order with a progress bar. A Dask engine only has to
-implement the same method.
+list of items; results come back in input order with a progress bar. :class:`LocalExecutor` runs
+them in a local process pool; :class:`~covid19_images.process.dask_engine.DaskExecutor` (``build
+--engine dask``) implements the same map on a ``dask.distributed`` cluster.
+
+A per-item function turns the bad input it expects into a result (``error_kind`` and ``error``,
+an error text, None), which its caller makes a row of ``problems.csv``. :func:`fails_as` says
+which result stands for an item that an engine gave up on (it raised on every attempt, or its
+worker died each time), so a cluster engine can hand the caller that instead of failing the
+whole build; :func:`check_workers` lets an engine whose workers may run on other machines check
+that they see the folders the work reads and writes.
 """
 
 from __future__ import annotations
@@ -10,7 +18,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Protocol, TypeVar
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from covid19_images.progress import track
 
@@ -26,6 +35,74 @@ class Executor(Protocol):
     def map(
         self, fn: Callable[[T], R], items: Sequence[T], description: str = ""
     ) -> Iterator[R]: ...
+
+
+_FAILED: dict[Callable[..., Any], Callable[[Any, str], Any]] = {}
+"""Per-item function → what it returns for an item an engine gave up on."""
+
+
+def fails_as(
+    result: Callable[[T, str], R],
+) -> Callable[[Callable[[T], R]], Callable[[T], R]]:
+    """Declare a per-item function's result for an item that failed on every attempt.
+
+    ``result(item, reason)`` builds what the function itself returns for bad input, so the
+    caller writes the same kind of ``problems.csv`` row. The function is returned unchanged
+    (still picklable by reference).
+
+    Example:
+        >>> @fails_as(lambda item, reason: {"item": item, "error": reason})
+        ... def double(item: int) -> dict[str, object]:
+        ...     return {"item": item, "value": 2 * item}
+        >>> failed_result(double, 3, "worker died")
+        {'item': 3, 'error': 'worker died'}
+    """
+
+    def mark(fn: Callable[[T], R]) -> Callable[[T], R]:
+        _FAILED[fn] = result
+        return fn
+
+    return mark
+
+
+def failed_result(fn: Callable[[T], R], item: T, reason: str) -> R:
+    """``fn``'s result for ``item`` given up on (see :func:`fails_as`).
+
+    Raises:
+        LookupError: ``fn`` declares none; the engine should raise the item's error instead.
+
+    Example:
+        >>> failed_result(abs, -1, "worker died")
+        Traceback (most recent call last):
+        ...
+        LookupError: abs declares no result for a failed item (process.executor.fails_as)
+    """
+    try:
+        make = _FAILED[fn]
+    except (KeyError, TypeError):
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise LookupError(
+            f"{name} declares no result for a failed item (process.executor.fails_as)"
+        ) from None
+    result: R = make(item, reason)
+    return result
+
+
+def check_workers(
+    executor: Executor, writable: Sequence[Path], readable: Sequence[Path] = ()
+) -> None:
+    """Have ``executor`` check that its workers see these folders, if it can run elsewhere.
+
+    Workers of a cluster engine may run on other machines: before any work, they must see the
+    processed cache (``writable``) and the sources (``readable``) under the same paths as this
+    process. A :class:`LocalExecutor`'s workers are this machine's processes: nothing to check.
+
+    Example:
+        >>> check_workers(LocalExecutor(workers=1), [Path("cache")])  # nothing to check
+    """
+    check = getattr(executor, "check_folders", None)
+    if callable(check):
+        check(list(writable), list(readable))
 
 
 def default_workers() -> int:
@@ -72,7 +149,11 @@ class LocalExecutor:
         self.progress = progress
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], description: str = "") -> Iterator[R]:
-        """Apply ``fn`` to every item; results in input order."""
+        """Apply ``fn`` to every item; results in input order.
+
+        ``fn`` turns the bad input it expects into a result of its own; an exception it raises
+        fails the map, and the build. (The Dask engine, whose workers can die under an item,
+        hands back the item's :func:`fails_as` result instead.)"""
         if not items:
             return iter(())
         if self.workers == 1:

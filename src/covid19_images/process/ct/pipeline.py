@@ -64,7 +64,7 @@ from covid19_images.process.ct.volume import (
     window,
     write_nifti,
 )
-from covid19_images.process.executor import Executor, LocalExecutor
+from covid19_images.process.executor import Executor, LocalExecutor, fails_as
 from covid19_images.process.image import encode_png
 from covid19_images.records import Record
 
@@ -229,6 +229,12 @@ def square(pixels: np.ndarray, size: int, *, labels: bool = False) -> np.ndarray
     return out
 
 
+def _failed(task: _VolumeTask, reason: str) -> dict[str, Any]:
+    """A volume an engine gave up on (it failed on every attempt): not used, a problem row."""
+    return {"path_raw": task.path_raw, "error_kind": "unreadable-file", "error": reason}
+
+
+@fails_as(_failed)
 def _process_volume(task: _VolumeTask) -> dict[str, Any]:
     """Worker: digest the inputs, reuse outputs with the same key, else read and write them.
 
