@@ -238,6 +238,15 @@ def _print_headline(path: Path) -> None:
         metrics: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
+    if metrics.get("task") == "detection":
+        cells = [
+            f"{r['class']} {r['metric']} {r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
+            for r in metrics.get("summary", [])
+            if r.get("source") == "all"
+            and None not in (r.get("value"), r.get("low"), r.get("high"))
+        ]
+        out.print(escape("box mAP: " + "; ".join(cells)), highlight=False)
+        return
     if metrics.get("task") in ("segmentation", "regression"):
         for unit in ("image", "volume", "patient"):
             if unit not in metrics:

@@ -6,6 +6,11 @@ leave-one-source-out, the rows of some sources), with the manifest facts a predi
 :class:`covid19_images.loaders.pytorch.CovidImageDataset` without normalisation (0-1 floats);
 :func:`prepare` resizes them to the run's size and normalises them with the *run's* mean and
 standard deviation, so a model sees the same scale on any dataset it is evaluated on.
+
+A detection part (``open_part(..., detection=True)``) reads the same rows through
+:class:`covid19_images.loaders.detection.DetectionDataset` instead: its batches are a list of
+0-1 images (``1 x S x S``) and a list of torchvision target dicts (boxes moved with the image
+by augmentation), as torchvision's detection models take them.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from covid19_images.training.config import TrainError
 if TYPE_CHECKING:
     import torch
 
-    from covid19_images.loaders.pytorch import CovidImageDataset
+    from covid19_images.loaders.pytorch import PackedDataset
 
 FACTS = ("uid", "source", "patient_id", "class")
 """Manifest columns every prediction row carries."""
@@ -35,12 +40,14 @@ class Part:
     """Rows of packed splits: their positions in each array, labels and manifest facts.
 
     Usually one packed split (``segments`` has one entry); the held-out source of
-    leave-one-source-out gathers rows of every split (one segment each).
+    leave-one-source-out gathers rows of every split (one segment each). The packed splits are
+    :class:`~covid19_images.loaders.pytorch.CovidImageDataset` (images and labels, label maps or
+    targets) or, for detection, :class:`~covid19_images.loaders.detection.DetectionDataset`.
     """
 
     name: str
     """What the run calls these rows: ``train``, ``val`` or ``test``."""
-    segments: list[tuple[CovidImageDataset, np.ndarray]]
+    segments: list[tuple[PackedDataset, np.ndarray]]
     """(packed split, positions in its array) pairs."""
     facts: pd.DataFrame
     """One row per position: ``uid``, ``source``, ``patient_id``, ``class``, ``label``
@@ -55,7 +62,7 @@ class Part:
         return self.facts["label"].to_numpy(dtype=np.int64)
 
     @property
-    def dataset(self) -> CovidImageDataset:
+    def dataset(self) -> PackedDataset:
         """The packed split of a one-segment part."""
         if len(self.segments) != 1:
             raise ValueError(f"{self.name} gathers {len(self.segments)} splits")
@@ -93,6 +100,7 @@ def open_part(
     seed: int = 0,
     keep: set[str] | None = None,
     drop: set[str] | None = None,
+    detection: bool = False,
 ) -> Part:
     """One packed split of ``folder`` as a :class:`Part`.
 
@@ -104,11 +112,28 @@ def open_part(
         seed: Seed of the augmentation draws.
         keep: Only rows of these sources.
         drop: Leave out rows of these uids.
+        detection: Read the rows with their boxes
+            (:class:`~covid19_images.loaders.detection.DetectionDataset`, every row of the
+            split, with or without a mask); a dataset without ``boxes.parquet`` is a
+            :class:`TrainError`.
+
+    Example:
+        >>> folder = Path("datasets/xray-lung-boxes")
+        >>> part = open_part(folder, "val", detection=True)  # doctest: +SKIP
+        >>> images, targets = next(in_order(part, 4))  # doctest: +SKIP
+        >>> images[0].shape, sorted(targets[0])[:2]  # doctest: +SKIP
+        (torch.Size([1, 128, 128]), ['area', 'boxes'])
     """
     from covid19_images.loaders.pytorch import CovidImageDataset
 
+    dataset: PackedDataset
     try:
-        dataset = CovidImageDataset(folder, split, augment=augment, seed=seed, normalize=False)
+        if detection:
+            from covid19_images.loaders.detection import DetectionDataset
+
+            dataset = DetectionDataset(folder, split, augment=augment, seed=seed, normalize=False)
+        else:
+            dataset = CovidImageDataset(folder, split, augment=augment, seed=seed, normalize=False)
     except LoadError as exc:
         raise TrainError(str(exc)) from None
     packed = dataset._split()
@@ -203,18 +228,26 @@ def prepare(
     return (x - mean) / std
 
 
-def read_batch(
-    dataset: CovidImageDataset, positions: np.ndarray, epoch: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (0-1, B x 1 x S x S) and labels of ``positions`` in ``epoch``'s draws."""
+def read_batch(dataset: PackedDataset, positions: np.ndarray, epoch: int) -> tuple[Any, Any]:
+    """Images (0-1, B x 1 x S x S) and labels of ``positions`` in ``epoch``'s draws; from a
+    :class:`~covid19_images.loaders.detection.DetectionDataset`, a list of images
+    (``1 x S x S``) and a list of their target dicts."""
     from covid19_images.loaders.pytorch import EpochBatch
 
-    batch: Any = dataset  # the EpochBatch overload of __getitem__ is the loader's own
-    images, labels = batch[EpochBatch(epoch, tuple(int(i) for i in positions))]
+    tagged = EpochBatch(epoch, tuple(int(i) for i in positions))
+    batch: Any = _reader(dataset)  # the EpochBatch overload of __getitem__ is the loader's own
+    images, labels = batch[tagged]
     return images, labels
 
 
-def in_order(part: Part, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _reader(dataset: PackedDataset) -> Any:
+    """What reads ``dataset`` one tagged batch (:class:`EpochBatch`) at a time."""
+    from covid19_images.loaders.detection import DetectionDataset, _Batches
+
+    return _Batches(dataset) if isinstance(dataset, DetectionDataset) else dataset
+
+
+def in_order(part: Part, batch_size: int) -> Iterator[tuple[Any, Any]]:
     """Every row of ``part`` in order, unaugmented, ``batch_size`` at a time."""
     for dataset, rows in part.segments:
         for start in range(0, len(rows), batch_size):
@@ -230,7 +263,7 @@ def iterate(
     seed: int,
     steps: int | None = None,
     workers: int = 0,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+) -> Iterator[tuple[Any, Any]]:
     """The batches of one pass, at most ``steps`` of them, read by ``workers`` processes.
 
     The batches and their augmentation draws are the same whatever the number of workers.
@@ -250,7 +283,11 @@ def iterate(
     # RNG (dropout, say) sees the same draws.
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     yield from DataLoader(
-        part.dataset, batch_size=None, sampler=tagged, num_workers=workers, generator=generator
+        _reader(part.dataset),
+        batch_size=None,
+        sampler=tagged,
+        num_workers=workers,
+        generator=generator,
     )
 
 

@@ -115,7 +115,12 @@ class Run:
         outputs = int(self.config.get("outputs", len(self.classes)))
         regression = self.task == "regression"  # a classification backbone, a linear head
         model = create(
-            self.model_name, outputs, in_chans=1, task="regression" if regression else None
+            self.model_name,
+            outputs,
+            in_chans=1,
+            task="regression" if regression else None,
+            # a detection model resizes inside, to the run's size (torchvision's transform)
+            image_size=self.size if self.task == "detection" else None,
         )
         load_weights(model, file)
         return model.to(device).eval()
