@@ -100,3 +100,15 @@ def test_evaluation_imports_no_torch_monai_or_pycocotools() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_no_resamples_gives_the_values_without_intervals() -> None:
+    frame = _frame()
+    table = summarize_regression(frame, ["extent"], n_boot=0)
+    overall = table[table["source"] == "all"].set_index("metric")
+    rows = frame.dropna(subset=["extent", "pred_extent"])
+    assert overall.loc["mae_extent", "value"] == pytest.approx(
+        mean_absolute_error(rows["extent"], rows["pred_extent"])
+    )
+    assert overall[["low", "high"]].isna().all().all()
+    assert (overall["skipped"] == 0).all()

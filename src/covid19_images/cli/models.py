@@ -53,7 +53,14 @@ def train_command(
         ),
     ],
     model: Annotated[
-        str, typer.Option("--model", metavar="NAME", help=f"One of: {', '.join(available())}.")
+        str,
+        typer.Option(
+            "--model",
+            metavar="NAME",
+            help=f"Classification (and, with a linear head, severity): {', '.join(available())}; "
+            f"segmentation: {', '.join(available('segmentation'))}; "
+            f"detection: {', '.join(available('detection'))}.",
+        ),
     ] = "resnet18",
     out_dir: Annotated[
         Path, typer.Option("--out", metavar="DIR", help="Folder that receives the run folder.")
@@ -81,7 +88,12 @@ def train_command(
     device: DeviceOption = "auto",
     patience: Annotated[
         int,
-        typer.Option(min=0, metavar="N", help="Stop after N epochs without a better val AUROC."),
+        typer.Option(
+            min=0,
+            metavar="N",
+            help="Stop after N epochs without a better validation metric (AUROC, Dice, mAP, "
+            "MAE); 0: never.",
+        ),
     ] = 5,
     balance: Annotated[
         str, typer.Option(metavar="HOW", help="class-weights (inverse frequency) or none.")
@@ -231,7 +243,7 @@ def evaluate_command(
 
 
 def _print_headline(path: Path) -> None:
-    """A few lines of ``metrics.json``: AUROC per class with its interval."""
+    """A few lines of ``metrics.json``: the task's headline figures with their intervals."""
     import json
 
     try:
@@ -240,29 +252,36 @@ def _print_headline(path: Path) -> None:
         return
     if metrics.get("task") == "detection":
         cells = [
-            f"{r['class']} {r['metric']} {r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
+            _cell(f"{r['class']} {r['metric']}", r)
             for r in metrics.get("summary", [])
             if r.get("source") == "all"
-            and None not in (r.get("value"), r.get("low"), r.get("high"))
         ]
-        out.print(escape("box mAP: " + "; ".join(cells)), highlight=False)
+        out.print(escape("box mAP: " + "; ".join(c for c in cells if c)), highlight=False)
         return
     if metrics.get("task") in ("segmentation", "regression"):
         for unit in ("image", "volume", "patient"):
-            if unit not in metrics:
-                continue
-            cells = [
-                f"{r['metric']} {r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
-                for r in metrics.get(unit, [])
-                if r.get("source") == "all"
-                and None not in (r.get("value"), r.get("low"), r.get("high"))
-            ]
-            out.print(escape(f"per {unit}: " + "; ".join(cells)), highlight=False)
+            if unit in metrics:
+                cells = [
+                    _cell(str(r["metric"]), r) for r in metrics[unit] if r.get("source") == "all"
+                ]
+                out.print(
+                    escape(f"per {unit}: " + "; ".join(c for c in cells if c)), highlight=False
+                )
         return
     from covid19_images.evaluation.report import headline
 
     for line in headline(metrics):
         out.print(escape(line), highlight=False)
+
+
+def _cell(label: str, row: dict[str, Any]) -> str:
+    """``label value [low, high]`` (the interval where there is one; empty without a value)."""
+    if row.get("value") is None:
+        return ""
+    text = f"{label} {row['value']:.3f}"
+    if row.get("low") is not None and row.get("high") is not None:
+        text += f" [{row['low']:.3f}, {row['high']:.3f}]"
+    return text
 
 
 @app.command("explain", cls=_Command)

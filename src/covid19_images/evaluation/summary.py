@@ -89,7 +89,7 @@ def summarize(
             the mean of ``mean_columns`` over its images (:func:`blocks`).
         mean_columns: the columns averaged per patient for ``unit="patient"``.
         by_source: also one block of rows per source (when ``frame`` has a ``source`` column).
-        n_boot: bootstrap resamples per block.
+        n_boot: bootstrap resamples per block (0: the values alone, NaN bounds).
         seed: the resampling seed (the same for every block).
         level: the interval's coverage.
 
@@ -114,18 +114,23 @@ def summarize(
         frame, unit=unit, mean_columns=mean_columns, by_source=by_source
     ).items():
         groups = int(group_keys(rows).nunique())
-        cis = bootstrap_cis(rows, metrics_fn, n=n_boot, seed=seed, level=level)
-        for name, ci in cis.items():
+        if n_boot == 0:  # the values alone, no interval
+            values = {str(k): float(v) for k, v in metrics_fn(rows).items()}
+            bounds = {k: (v, math.nan, math.nan, 0) for k, v in values.items()}
+        else:
+            cis = bootstrap_cis(rows, metrics_fn, n=n_boot, seed=seed, level=level)
+            bounds = {k: (c.point, c.low, c.high, c.skipped) for k, c in cis.items()}
+        for name, (value, low, high, skipped) in bounds.items():
             records.append(
                 {
                     "source": source,
                     "metric": name,
-                    "value": ci.point,
-                    "low": ci.low,
-                    "high": ci.high,
+                    "value": value,
+                    "low": low,
+                    "high": high,
                     "n": len(rows),
                     "groups": groups,
-                    "skipped": ci.skipped,
+                    "skipped": skipped,
                 }
             )
     return pd.DataFrame.from_records(records, columns=list(SUMMARY_COLUMNS))

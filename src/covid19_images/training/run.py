@@ -11,9 +11,12 @@ runs/<name>/
 │   └── last.state.pt      optimiser, scheduler, scaler, RNG and history, for --resume
 ├── history.csv            per epoch: losses, validation metric, learning rate, seconds
 ├── curve.png              the training curve
-├── predictions.parquet    one row per val and test image: uid, split, source, patient_id,
-│                          class, prob_<class>...
-├── metrics.json, report.md, figures/    the evaluation
+├── predictions.parquet    uid, split, source, patient_id and the task's columns: per val and
+│                          test image prob_<class>... (classification), pred_<score>...
+│                          (regression), Dice/IoU/HD95 per image or CT volume (segmentation);
+│                          per predicted box label, score, x0..y1 (detection)
+├── predictions/           predicted label maps (PNG per image, NIfTI per volume)
+├── metrics.json, report.md, figures/    the evaluation (figures/overlays.png: dense tasks)
 ```
 
 Every file is written whole (temporary file, then rename). A run is complete when
@@ -140,13 +143,20 @@ class Run:
         batch_size: int = 64,
         device: str | torch.device = "cpu",
     ) -> np.ndarray:
-        """Class probabilities (N x classes) of uint8 images (N x S x S, any S).
+        """Class probabilities (N x classes) of uint8 images (N x S x S, any S), for a
+        classification run (other tasks: :meth:`model` and the task's own inference).
 
         Example:
             >>> test = open_split("datasets/xray-covid", "test")  # doctest: +SKIP
             >>> probs = run.predict(test.images)  # doctest: +SKIP
         """
         import torch
+
+        if self.task != "classification":
+            raise TrainError(
+                f"{self.path} is a {self.task} run: predict gives class probabilities of a "
+                "classification run; use run.model() and the task's inference"
+            )
 
         from covid19_images.training.data import predict_batches, resolve_device
 
