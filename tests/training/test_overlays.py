@@ -55,8 +55,18 @@ def test_boxes_are_drawn_by_colour_and_low_scores_are_left_out() -> None:
     predicted = np.array([[5, 5, 25, 25], [30, 30, 38, 38]])
     tile = boxed(image, truth, predicted, scores=np.array([0.9, 0.2]), threshold=0.5)
     green, red = _colour(tile, TRUTH), _colour(tile, PREDICTED)
-    assert green[3, 2] and green[30, 20] and green[3, 10] and not green[10, 10]
-    assert red[5, 5] and red[25, 25] and not red[30, 30] and not red[34, 34]
+    # x1, y1 are past the box: its outline is its outermost pixels (columns 2..19, rows 3..29)
+    assert green[3, 2] and green[29, 19] and green[3, 10] and not green[10, 10]
+    assert not green[30, 20] and not green[29, 20] and not green[30, 19]
+    assert red[5, 5] and red[24, 24] and not red[25, 25] and not red[30, 30]
+    assert not red[34, 34]
+
+
+def test_a_box_that_reaches_the_image_edge_keeps_that_side() -> None:
+    tile = boxed(np.zeros((16, 16), np.uint8), np.array([[4, 2, 16, 16]]), np.zeros((0, 4)))
+    green = _colour(tile, TRUTH)
+    assert green[2:, 15].all() and green[15, 4:].all()  # right and bottom sides drawn
+    assert green[2, 4:].all() and green[2:, 4].all() and not green[8, 8]
 
 
 def test_montages_write_one_png_grid(tmp_path: Path) -> None:

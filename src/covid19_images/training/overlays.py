@@ -78,7 +78,8 @@ def boxed(
 ) -> np.ndarray:
     """``image`` (H x W) as RGB with ``truth`` boxes (green) and ``predicted`` boxes (red;
     those scoring at least ``threshold`` where ``scores`` are given), each (K, 4) as
-    ``x0, y0, x1, y1`` in pixels.
+    ``x0, y0, x1, y1`` in pixels with edges at whole numbers (``x1`` is past the last column,
+    as in ``boxes.parquet``): each box's outline is its outermost covered pixels.
 
     Example:
         >>> tile = boxed(np.zeros((8, 8), np.uint8), np.array([[1, 1, 6, 6]]), np.zeros((0, 4)))
@@ -93,8 +94,12 @@ def boxed(
         (np.asarray(truth, dtype=float).reshape(-1, 4), TRUTH),
         (shown, PREDICTED),
     ):
-        for x0, y0, x1, y1 in np.rint(boxes).astype(int):
-            cv2.rectangle(tile, (int(x0), int(y0)), (int(x1), int(y1)), colour, 1)
+        # Boxes have pixel edges at whole numbers (a box over columns 2 to 5 is x0 = 2,
+        # x1 = 6); OpenCV's corners are inclusive pixels: the last column is ceil(x1) - 1.
+        for x0, y0, x1, y1 in boxes:
+            left, top = int(np.floor(x0)), int(np.floor(y0))
+            right, bottom = max(int(np.ceil(x1)) - 1, left), max(int(np.ceil(y1)) - 1, top)
+            cv2.rectangle(tile, (left, top), (right, bottom), colour, 1)
     return tile
 
 
