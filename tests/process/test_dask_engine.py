@@ -29,7 +29,7 @@ distributed = pytest.importorskip("distributed", reason="the dask extra is not i
 from covid19_images.process.dask_engine import (  # noqa: E402
     ClusterError,
     DaskExecutor,
-    _run_batch,
+    run_batch,
 )
 
 pytestmark = pytest.mark.filterwarnings(  # the scheduler's HTTP port, taken by another cluster
@@ -243,7 +243,7 @@ def test_results_come_back_in_order_within_a_bounded_window(
     submit = client.submit
 
     def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        submitted.append(len(args[1]) if fn is _run_batch else 1)  # items in the task
+        submitted.append(len(args[1]) if fn is run_batch else 1)  # items in the task
         return submit(fn, *args, **kwargs)
 
     monkeypatch.setattr(client, "submit", counted)

@@ -117,7 +117,7 @@ class DetectionDataset(PackedDataset):
     def samples(self, indices: Sequence[int], epoch: int) -> list[tuple[torch.Tensor, Target]]:
         """``(image, target)`` of each index, augmented with the draws of ``epoch``."""
         order = self._order(indices)
-        split = self._split()
+        split = self.packed_split()
         boxes = split.boxes
         assert boxes is not None  # checked in __init__
         rows = self.rows[order]
@@ -149,11 +149,17 @@ class DetectionDataset(PackedDataset):
         the augmentation draws (counted from :meth:`set_epoch`'s value), in any number of
         workers. Shuffling uses a generator seeded with ``seed``, never the global one.
         ``options`` go to ``DataLoader`` (``num_workers``, ``pin_memory``, ...)."""
-        return self._loader(_Batches(self), batch_size, shuffle, drop_last, options)
+        return self._loader(WholeBatches(self), batch_size, shuffle, drop_last, options)
 
 
-class _Batches(Dataset[tuple[list[torch.Tensor], list[Target]]]):
-    """The dataset read a whole batch at a time, in the epoch its sampler tags it with."""
+class WholeBatches(Dataset[tuple[list[torch.Tensor], list[Target]]]):
+    """A :class:`DetectionDataset` read a whole batch at a time: indexed by an
+    :class:`~covid19_images.loaders.pytorch.EpochBatch` (positions and the epoch of their
+    draws), it gives the collated images and targets.
+
+    Example:
+        >>> batch = WholeBatches(dataset)[EpochBatch(0, (0, 1))]  # doctest: +SKIP
+    """
 
     def __init__(self, dataset: DetectionDataset) -> None:
         self.dataset = dataset

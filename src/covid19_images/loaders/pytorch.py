@@ -79,7 +79,8 @@ class PackedDataset(Dataset[Any]):
         """New augmentation draws for another epoch (the same epoch always draws the same)."""
         self.epoch = epoch
 
-    def _split(self) -> PackedSplit:
+    def packed_split(self) -> PackedSplit:
+        """The packed split's arrays (memory-mapped; mapped again in a worker process)."""
         if self.packed is None:  # in a worker that received the dataset by pickling
             self.packed = open_split(self.folder, self.split, self.size)
         return self.packed
@@ -222,7 +223,7 @@ class CovidImageDataset(PackedDataset):
     @property
     def segmentation(self) -> bool:
         """True when samples are (image, label map) pairs."""
-        return self._split().masks is not None
+        return self.packed_split().masks is not None
 
     def loader(
         self,
@@ -242,7 +243,7 @@ class CovidImageDataset(PackedDataset):
         return self._loader(self, batch_size, shuffle, drop_last, options)
 
     def _batch(self, order: np.ndarray, epoch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        split = self._split()
+        split = self.packed_split()
         masks = None
         if self.preset.identity:
             batch = torch.from_numpy(np.take(split.images, order, axis=0)).unsqueeze(1).float()

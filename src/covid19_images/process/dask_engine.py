@@ -235,7 +235,7 @@ class DaskExecutor:
             while submitted < len(bounds) and bounds[submitted][1] <= handed + window:
                 first, stop = bounds[submitted]
                 future = client.submit(
-                    _run_batch,
+                    run_batch,
                     fn,
                     list(items[first:stop]),
                     key=f"{prefix}-{submitted}",
@@ -394,8 +394,13 @@ def _threads(client: Client) -> int:
     return sum(counts.values())
 
 
-def _run_batch(fn: Callable[[T], R], items: list[T]) -> list[R]:
-    """On a worker: ``fn`` over one batch of items, in order."""
+def run_batch(fn: Callable[[T], R], items: list[T]) -> list[R]:
+    """On a worker: ``fn`` over one batch of items, in order.
+
+    Example:
+        >>> run_batch(abs, [-1, 2, -3])
+        [1, 2, 3]
+    """
     return [fn(item) for item in items]
 
 

@@ -168,6 +168,20 @@ def evaluation_folder(
     return run.path if split == "test" else run.path / f"eval-{split}"
 
 
+def refuse_external(run: Run, dataset: Path | str | None) -> None:
+    """Refuse another dataset than the run's own, for a task whose external evaluation is not
+    available yet (:class:`TrainError`, one message).
+
+    Example:
+        >>> refuse_external(run, None)  # doctest: +SKIP
+    """
+    if _other_dataset(run, dataset) is not None:
+        raise TrainError(
+            f"external evaluation of a {run.task} run is not available yet: evaluate its own "
+            "val or test split"
+        )
+
+
 def _other_dataset(run: Run, dataset: Path | str | None) -> Path | None:
     """The dataset folder ``dataset`` names (a folder or a recipe name), or None where it is
     the run's own."""
@@ -273,8 +287,7 @@ def evaluate_segmentation(
     from covid19_images.atomic import json_safe, write_json, write_text
     from covid19_images.evaluation.segmentation import summarize_segmentation
 
-    if _other_dataset(run, dataset) is not None:
-        raise TrainError("external evaluation of a segmentation run is not available yet")
+    refuse_external(run, dataset)
     frame = run.predictions()
     rows = frame[frame["split"] == split]
     if rows.empty:

@@ -21,8 +21,6 @@ from covid19_images.training.tasks import Setting, Task
 if TYPE_CHECKING:
     import torch
 
-    from covid19_images.training.run import Run
-
 
 class ClassificationTask(Task):
     """One class per image: the registry's classifiers, cross-entropy weighted by inverse
@@ -30,6 +28,7 @@ class ClassificationTask(Task):
 
     name = "classification"
     model_task = "classification"
+    evaluator = "covid19_images.training.assess:evaluate_classification"
 
     def __init__(self) -> None:
         self.classes = 0
@@ -118,31 +117,6 @@ class ClassificationTask(Task):
         columns = ["uid", "split", "source", "patient_id", "class"]
         columns += ["slice"] if "slice" in predictions else []
         return predictions[columns + [f"prob_{c}" for c in classes]]
-
-    def evaluate(
-        self,
-        run: Run,
-        *,
-        dataset: Path | str | None,
-        split: str,
-        out: Path | str | None,
-        rule: str,
-        n_boot: int,
-        seed: int,
-        device: str,
-    ) -> dict[str, Any]:
-        from covid19_images.training.assess import evaluate_classification
-
-        return evaluate_classification(
-            run,
-            dataset=dataset,
-            split=split,
-            out=out,
-            rule=rule,
-            n_boot=n_boot,
-            seed=seed,
-            device=device,
-        )
 
 
 def class_weights(labels: np.ndarray, n: int) -> torch.Tensor:

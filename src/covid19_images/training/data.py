@@ -136,7 +136,7 @@ def open_part(
             dataset = CovidImageDataset(folder, split, augment=augment, seed=seed, normalize=False)
     except LoadError as exc:
         raise TrainError(str(exc)) from None
-    packed = dataset._split()
+    packed = dataset.packed_split()
     facts = pd.DataFrame({"uid": packed.uids, "label": packed.labels})
     if any(s is not None for s in packed.slices):
         facts["slice"] = pd.array(packed.slices, dtype="Int64")
@@ -242,9 +242,9 @@ def read_batch(dataset: PackedDataset, positions: np.ndarray, epoch: int) -> tup
 
 def _reader(dataset: PackedDataset) -> Any:
     """What reads ``dataset`` one tagged batch (:class:`EpochBatch`) at a time."""
-    from covid19_images.loaders.detection import DetectionDataset, _Batches
+    from covid19_images.loaders.detection import DetectionDataset, WholeBatches
 
-    return _Batches(dataset) if isinstance(dataset, DetectionDataset) else dataset
+    return WholeBatches(dataset) if isinstance(dataset, DetectionDataset) else dataset
 
 
 def in_order(part: Part, batch_size: int) -> Iterator[tuple[Any, Any]]:

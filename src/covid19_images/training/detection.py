@@ -133,7 +133,7 @@ def truth_of(part: Part) -> Detections:
     """
     truth: Detections = []
     for dataset, rows in part.segments:
-        boxes = dataset._split().boxes
+        boxes = dataset.packed_split().boxes
         if boxes is None:
             raise TrainError(f"{dataset.folder} has no boxes: not a detection dataset")
         for r in rows:
@@ -321,6 +321,7 @@ class DetectionTask(Task):
 
     name = "detection"
     model_task = "detection"
+    evaluator = "covid19_images.training.detection:evaluate_detection"
 
     def __init__(self) -> None:
         self.classes: list[str] = []
@@ -416,22 +417,6 @@ class DetectionTask(Task):
         first = ["uid", "split", "source", "patient_id", "class"]
         return frame[first + [c for c in frame.columns if c not in first]]
 
-    def evaluate(
-        self,
-        run: Run,
-        *,
-        dataset: Path | str | None,
-        split: str,
-        out: Path | str | None,
-        rule: str,
-        n_boot: int,
-        seed: int,
-        device: str,
-    ) -> dict[str, Any]:
-        return evaluate_detection(
-            run, dataset=dataset, split=split, out=out, n_boot=n_boot, seed=seed
-        )
-
 
 def _by_class(items: Detections, label: int) -> Detections:
     """Only the boxes of ``label`` in each image (their scores too, where there are)."""
@@ -504,10 +489,9 @@ def evaluate_detection(
     """
     from covid19_images.atomic import json_safe, write_json, write_text
     from covid19_images.evaluation.detection import coco_map
-    from covid19_images.training.assess import _other_dataset, evaluation_folder
+    from covid19_images.training.assess import evaluation_folder, refuse_external
 
-    if _other_dataset(run, dataset) is not None:
-        raise TrainError("external evaluation of a detection run is not available yet")
+    refuse_external(run, dataset)
     if split not in ("val", "test"):
         raise TrainError(f"{run.path} has predictions for val and test only, not {split!r}")
     frame = run.predictions()
@@ -556,7 +540,7 @@ def _overlays(run: Run, part: Part, found: Detections, truth: Detections, path: 
     from covid19_images.training.overlays import box_montage
 
     images = np.concatenate(
-        [np.asarray(dataset._split().images)[rows] for dataset, rows in part.segments]
+        [np.asarray(dataset.packed_split().images)[rows] for dataset, rows in part.segments]
     )
     titles = [
         f"{u[-8:]} ({c})" for u, c in zip(part.facts["uid"], part.facts["class"], strict=True)

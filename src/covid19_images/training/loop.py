@@ -1,10 +1,11 @@
 """Train a registry model on a built dataset and write its run folder (research use only).
 
-The loop is the usual one, made of library pieces: a :func:`covid19_images.models.create`
-model, AdamW with a cosine schedule, cross-entropy weighted by inverse class frequency, AMP on
-CUDA, the best weights kept by the validation metric (macro one-vs-rest AUROC; the validation
-loss where val holds a single class) and early stopping. On a CPU the same seed gives the same
-numbers: the weights, the batch order and the augmentation draws all come from it.
+The loop is the same for every task (:mod:`covid19_images.training.tasks`): AdamW with a cosine
+schedule, AMP on CUDA, the best weights kept by the task's validation metric, early stopping,
+``history.csv`` and the curve, and a single-file state per epoch for ``--resume``. The task says
+what differs: its model, one batch's loss, the validation metric, the prediction rows and the
+evaluation. On a CPU the same seed gives the same numbers: the weights, the batch order and the
+augmentation draws all come from it, and a resumed run continues them exactly.
 
 Example:
     >>> config = TrainConfig("resnet18", epochs=3)

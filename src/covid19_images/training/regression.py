@@ -132,7 +132,7 @@ def part_targets(part: Part) -> np.ndarray:
     """The packed float targets (N x T) of the rows of ``part``, in its order."""
     blocks = []
     for dataset, rows in part.segments:
-        packed = dataset._split()
+        packed = dataset.packed_split()
         if packed.targets is None:
             raise TrainError(f"{dataset.folder} packs no regression targets: rebuild it")
         blocks.append(np.asarray(packed.targets)[rows])
@@ -196,6 +196,7 @@ class RegressionTask(Task):
 
     name = "regression"
     model_task = "regression"
+    evaluator = "covid19_images.training.regression:evaluate_regression"
 
     def __init__(self) -> None:
         self.names: list[str] = []
@@ -280,22 +281,6 @@ class RegressionTask(Task):
         predictions = pd.concat(frames, ignore_index=True)
         return predictions[prediction_columns(predictions, names)]
 
-    def evaluate(
-        self,
-        run: Run,
-        *,
-        dataset: Path | str | None,
-        split: str,
-        out: Path | str | None,
-        rule: str,
-        n_boot: int,
-        seed: int,
-        device: str,
-    ) -> dict[str, Any]:
-        return evaluate_regression(
-            run, dataset=dataset, split=split, out=out, n_boot=n_boot, seed=seed, device=device
-        )
-
 
 def prediction_rows(
     model: torch.nn.Module,
@@ -374,13 +359,9 @@ def evaluate_regression(
     """
     from covid19_images.evaluation.regression import summarize_regression
     from covid19_images.evaluation.summary import summarize
-    from covid19_images.training.assess import _other_dataset, evaluation_folder
+    from covid19_images.training.assess import evaluation_folder, refuse_external
 
-    if _other_dataset(run, dataset) is not None:
-        raise TrainError(
-            "external evaluation of a regression run is not available yet: evaluate its own "
-            "val or test split"
-        )
+    refuse_external(run, dataset)
     names = [str(n) for n in run.config.get("targets", [])]
     mean, std = standardization(run.config)
     if not names:

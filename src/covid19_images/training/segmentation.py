@@ -4,8 +4,8 @@ predictions (research use only).
 
 A segmentation dataset (``packed.json`` says ``"task": "segmentation"``, as ``xray-lung-seg`` and
 ``ct-lesion-seg`` write it) packs a label map beside every image; the loader moves it with the
-image under augmentation. The trainer's loop is the classification one; these functions are
-what differs.
+image under augmentation. :class:`SegmentationTask` is what the trainer's loop
+(:mod:`covid19_images.training.loop`) needs of this task.
 
 A 2-D model on a CT dataset trains and predicts slice by slice, but is scored as the 3-D model of
 :mod:`covid19_images.training.volumes` is: the predicted slice maps of a volume are stacked in
@@ -36,7 +36,6 @@ from covid19_images.training.tasks import Setting, Task
 if TYPE_CHECKING:
     import torch
 
-    from covid19_images.training.run import Run
 
 MASKS = "predictions"
 """Folder of the run that receives each val and test image's predicted label map (PNG)."""
@@ -209,6 +208,7 @@ class SegmentationTask(Task):
 
     name = "segmentation"
     model_task = "segmentation"
+    evaluator = "covid19_images.training.assess:evaluate_segmentation"
 
     def __init__(self) -> None:
         self.criterion: torch.nn.Module | None = None
@@ -299,24 +299,6 @@ class SegmentationTask(Task):
             else {"per": "image", "hd95": "pixels at the packed size", "maps": f"{MASKS}/<uid>.png"}
         )
         return pd.concat(frames, ignore_index=True)
-
-    def evaluate(
-        self,
-        run: Run,
-        *,
-        dataset: Path | str | None,
-        split: str,
-        out: Path | str | None,
-        rule: str,
-        n_boot: int,
-        seed: int,
-        device: str,
-    ) -> dict[str, Any]:
-        from covid19_images.training.assess import evaluate_segmentation
-
-        return evaluate_segmentation(
-            run, dataset=dataset, split=split, out=out, n_boot=n_boot, seed=seed
-        )
 
 
 def volume_scores(
@@ -409,7 +391,7 @@ def _montage(
     if not shown or not part.segments:
         return
     ct = "slice" in part.facts
-    packed = part.dataset._split().images
+    packed = part.dataset.packed_split().images
     positions = part.segments[0][1]
     dice = next((c for c in scored.columns if str(c).startswith("dice_")), None)
     titles = []

@@ -82,10 +82,15 @@ class Task:
     Attributes:
         name: The task's name (a key of :data:`TASKS`).
         model_task: The registry task of its models (:func:`covid19_images.models.available`).
+        evaluator: ``module:function`` that scores a finished run; it takes the run and those
+            of ``dataset``, ``split``, ``out``, ``rule``, ``n_boot``, ``seed`` and ``device``
+            its signature names.
     """
 
     name = "task"
     model_task = "classification"
+    evaluator = ""
+    """``module:function`` that scores a finished run (``evaluate``)."""
 
     def outputs(self, folder: Path, facts: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """The model's number of outputs, and what ``config.json`` records about them."""
@@ -178,8 +183,24 @@ class Task:
         seed: int,
         device: str,
     ) -> dict[str, Any]:
-        """Score a finished run's ``split``: ``metrics.json`` and ``report.md`` (and figures)."""
-        raise NotImplementedError
+        """Score a finished run's ``split``: ``metrics.json`` and ``report.md`` (and figures),
+        by the task's :attr:`evaluator` (given the options its signature names)."""
+        import inspect
+
+        module, name = self.evaluator.split(":")
+        function = getattr(importlib.import_module(module), name)
+        options = {
+            "dataset": dataset,
+            "split": split,
+            "out": out,
+            "rule": rule,
+            "n_boot": n_boot,
+            "seed": seed,
+            "device": device,
+        }
+        taken = inspect.signature(function).parameters
+        result: dict[str, Any] = function(run, **{k: v for k, v in options.items() if k in taken})
+        return result
 
 
 def get_task(name: str) -> Task:

@@ -72,7 +72,6 @@ if TYPE_CHECKING:
     import torch
 
     from covid19_images.process.ct.volume import Volume
-    from covid19_images.training.run import Run
 
 PATCHES_PER_VOLUME: Final = 4
 """Training patches drawn from each training volume per epoch."""
@@ -244,6 +243,7 @@ class VolumeTask(Task):
 
     name = "volumes"
     model_task = "segmentation"
+    evaluator = "covid19_images.training.assess:evaluate_segmentation"
 
     def __init__(self) -> None:
         self.criterion: torch.nn.Module | None = None
@@ -417,24 +417,6 @@ class VolumeTask(Task):
             "input": f"{self.window} window (HU) or percentile stretch (not HU), not resampled",
         }
         return pd.concat(frames, ignore_index=True)
-
-    def evaluate(
-        self,
-        run: Run,
-        *,
-        dataset: Path | str | None,
-        split: str,
-        out: Path | str | None,
-        rule: str,
-        n_boot: int,
-        seed: int,
-        device: str,
-    ) -> dict[str, Any]:
-        from covid19_images.training.assess import evaluate_segmentation
-
-        return evaluate_segmentation(
-            run, dataset=dataset, split=split, out=out, n_boot=n_boot, seed=seed
-        )
 
 
 def save_volume(path: Path, labels: np.ndarray, grid: Volume) -> None:
