@@ -25,30 +25,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
 from covid19_images import RESEARCH_USE_NOTICE  # noqa: E402
-from covid19_images.assemble.build import BuildResult, build  # noqa: E402
+from covid19_images.assemble.build import BuildResult  # noqa: E402
 from covid19_images.process.ct.volume import read_nifti  # noqa: E402
-from covid19_images.process.executor import LocalExecutor  # noqa: E402
 from covid19_images.training import TrainConfig, TrainError, train  # noqa: E402
 from covid19_images.training.run import Run  # noqa: E402
-from tests.ct_lesion_layouts import SHAPE, write_layouts  # noqa: E402
+from tests.ct_lesion_layouts import SHAPE  # noqa: E402
 
 BOUND = 0.6
 """The mean test Dice a trained run must exceed."""
-
-
-@pytest.fixture(scope="module")
-def lesion_seg(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
-    work = tmp_path_factory.mktemp("ct-lesion")
-    return build(
-        "ct-lesion-seg",
-        out=work / "out",
-        mirror=write_layouts(work / "mirror"),
-        root=work / "root",
-        size=SHAPE[0],  # square slices at their own size: the packed grid is the NIfTI grid
-        fetch=False,
-        executor=LocalExecutor(workers=1, progress=False),
-        progress=False,
-    )
 
 
 @pytest.fixture(scope="module")

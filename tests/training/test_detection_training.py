@@ -18,11 +18,10 @@ pytest.importorskip("torchvision")
 pytest.importorskip("pycocotools")
 
 from covid19_images import RESEARCH_USE_NOTICE  # noqa: E402
-from covid19_images.assemble.build import BuildResult, build  # noqa: E402
+from covid19_images.assemble.build import BuildResult  # noqa: E402
 from covid19_images.evaluation.detection import coco_map  # noqa: E402
 from covid19_images.loaders.boxes import BOXES  # noqa: E402
 from covid19_images.loaders.packed import open_split  # noqa: E402
-from covid19_images.process.executor import LocalExecutor  # noqa: E402
 from covid19_images.training import TrainConfig, TrainError, train  # noqa: E402
 from covid19_images.training.assess import evaluate_run  # noqa: E402
 from covid19_images.training.data import iterate, open_part  # noqa: E402
@@ -35,22 +34,6 @@ from covid19_images.training.run import PREDICTIONS, Run, load_run  # noqa: E402
 from covid19_images.training.tasks import Setting  # noqa: E402
 
 CLASSES = ["background", "right_lung", "left_lung"]
-
-
-@pytest.fixture(scope="module")
-def lung_boxes(shared_sources: Path, tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
-    work = tmp_path_factory.mktemp("lung-boxes")
-    return build(
-        "xray-lung-boxes",
-        out=work / "out",
-        mirror=shared_sources,
-        root=work / "root",
-        size=64,
-        dicom=False,
-        fetch=False,
-        executor=LocalExecutor(workers=2, progress=False),
-        progress=False,
-    )
 
 
 @pytest.fixture(scope="module")

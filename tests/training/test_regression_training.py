@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 from scipy import stats
 from sklearn.metrics import mean_absolute_error, r2_score
 
@@ -25,7 +24,7 @@ from typer.testing import CliRunner  # noqa: E402
 from covid19_images import RESEARCH_USE_NOTICE  # noqa: E402
 from covid19_images.assemble.build import BuildResult, build  # noqa: E402
 from covid19_images.cli import app  # noqa: E402
-from covid19_images.loaders.packed import open_split, write_packed  # noqa: E402
+from covid19_images.loaders.packed import open_split  # noqa: E402
 from covid19_images.process.executor import LocalExecutor  # noqa: E402
 from covid19_images.training import TrainConfig, TrainError, train  # noqa: E402
 from covid19_images.training.assess import evaluate_run  # noqa: E402
@@ -56,48 +55,6 @@ def severity(shared_sources: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         executor=LocalExecutor(workers=2, progress=False),
         progress=False,
     )
-
-
-@pytest.fixture(scope="module")
-def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A generated regression dataset: the top ``extent / 8`` of each 32 px image is bright,
-    ``opacity`` is half the extent plus noise; patients of two images, two sources."""
-    folder = tmp_path_factory.mktemp("planted") / "planted"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    size, rows = 32, []
-    for split, n in {"train": 40, "val": 12, "test": 12}.items():
-        (folder / split).mkdir()
-        for i in range(n):
-            extent = float(rng.uniform(0, 8))
-            pixels = 60 + rng.normal(0, 10, (size, size))
-            pixels[: round(size * extent / 8)] += 120
-            uid, path = f"{split}-{i:03d}", f"{split}/{split}-{i:03d}.png"
-            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / path)
-            rows.append(
-                {
-                    "uid": uid,
-                    "split": split,
-                    "source": "a" if i % 2 else "b",
-                    "patient_id": f"p-{split}-{i // 2}",
-                    "class": "covid19",
-                    "path": path,
-                    "extent": extent,
-                    "opacity": 0.5 * extent + float(rng.normal(0, 0.3)),
-                }
-            )
-    manifest = pd.DataFrame(rows)
-    manifest.to_parquet(folder / "manifest.parquet", index=False)
-    write_packed(
-        folder,
-        manifest,
-        ["covid19"],
-        size,
-        "test",
-        targets=["extent", "opacity"],
-        task="regression",
-    )
-    return folder
 
 
 def overall(records: list[dict[str, object]], metric: str) -> float:

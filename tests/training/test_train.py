@@ -19,6 +19,7 @@ from covid19_images.assemble.build import BuildResult  # noqa: E402
 from covid19_images.training import TrainConfig, TrainError, load_run, train  # noqa: E402
 from covid19_images.training.loso import leave_one_source_out  # noqa: E402
 from covid19_images.training.run import RUN_VERSION  # noqa: E402
+from tests.training.resuming import stop_after  # noqa: E402
 
 QUICK = {"model": "resnet18", "size": 32, "batch_size": 8, "steps": 3, "seed": 1}
 
@@ -96,10 +97,6 @@ def test_a_stopped_run_resumes_to_the_same_numbers(
     config = quick(epochs=3, augment="light")
     whole = train(xray_dataset.path, config, out=tmp_path, name="whole", evaluate=False)
 
-    def stop_after_first(line: str) -> None:
-        if line.startswith("epoch 1/"):
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
         train(
             xray_dataset.path,
@@ -107,7 +104,7 @@ def test_a_stopped_run_resumes_to_the_same_numbers(
             out=tmp_path,
             name="cut",
             evaluate=False,
-            log=stop_after_first,
+            log=stop_after(1),
         )
     assert not load_run(tmp_path / "cut").complete
     with pytest.raises(TrainError, match="did not finish"):
