@@ -179,3 +179,21 @@ def nanmean(values: pd.Series) -> float:
     array = values.to_numpy(dtype=float)
     defined = array[~np.isnan(array)]
     return float(defined.mean()) if defined.size else math.nan
+
+
+def bootstrap_note(n_boot: int, item: str = "image") -> str:
+    """The sentence a report gives about its intervals.
+
+    Example:
+        >>> bootstrap_note(0)
+        'No intervals (no bootstrap resamples).'
+        >>> bootstrap_note(1000, "volume")[:52]
+        'Intervals: 95% percentile bootstrap over 1000 resamp'
+    """
+    if n_boot < 1:
+        return "No intervals (no bootstrap resamples)."
+    article = "an" if item[:1] in ("a", "e", "i", "o", "u") else "a"
+    return (
+        f"Intervals: 95% percentile bootstrap over {n_boot} resamples of whole patients "
+        f"({article} {item} without a patient id is its own)."
+    )

@@ -286,6 +286,7 @@ def evaluate_segmentation(
     from covid19_images import RESEARCH_USE_NOTICE
     from covid19_images.atomic import json_safe, write_json, write_text
     from covid19_images.evaluation.segmentation import summarize_segmentation
+    from covid19_images.evaluation.summary import bootstrap_note
 
     refuse_external(run, dataset)
     frame = run.predictions()
@@ -316,8 +317,7 @@ def evaluate_segmentation(
         f"Segmentation, split `{split}`: {len(rows)} {per}s, model `{run.model_name}` at "
         f"{where}, {run.config.get('epochs_run')} epochs. Per {per} Dice, IoU and HD95 "
         f"({hd_unit}) by MONAI; label 0 (background) is not scored; a {per} where both masks "
-        "are empty has Dice 1 and no HD95. Intervals: 95% percentile bootstrap over "
-        f"{n_boot} resamples of whole patients (a {per} without a patient id is its own).",
+        f"are empty has Dice 1 and no HD95. {bootstrap_note(n_boot, per)}",
         "",
     ]
     for unit in (per, "patient"):

@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from covid19_images.evaluation.summary import bootstrap_note
 from covid19_images.training.config import NotTrainableError, TrainConfig, TrainError
 from covid19_images.training.data import Part, in_order, open_part
 from covid19_images.training.tasks import Setting, Task
@@ -457,14 +458,11 @@ def summary_table(
             meta,
             classes=classes,
             by_source=by_source,
-            n_boot=max(n_boot, 1),
+            n_boot=n_boot,
             seed=seed,
         )
         tables.append(table.assign(**{"class": name if keep else "all"}))
     table = pd.concat(tables, ignore_index=True)
-    if n_boot < 1:  # the values alone
-        table[["low", "high"]] = math.nan
-        table["skipped"] = 0
     return table[["class", *[c for c in table.columns if c != "class"]]]
 
 
@@ -582,12 +580,8 @@ def _report(run: Run, metrics: dict[str, Any], table: pd.DataFrame) -> str:
         "a class's AP is scored on its own boxes. The model's own cut applies (score at least "
         f"0.05, at most 100 boxes per image): {metrics['predicted_boxes']} predicted boxes, "
         f"{metrics['images_without_prediction']} images without any. "
-        + (
-            f"Intervals: 95% percentile bootstrap over {n_boot} resamples of whole patients (an "
-            "image without a patient id is its own); with few patients they are wide."
-            if n_boot > 0
-            else "No bootstrap intervals (n_boot = 0)."
-        ),
+        + bootstrap_note(n_boot)
+        + (" With few patients they are wide." if n_boot > 0 else ""),
         "",
         "| class | source | mAP@[.5:.95] (95% CI) | mAP@.5 (95% CI) | images | patients |",
         "|---|---|---|---|---:|---:|",

@@ -45,6 +45,7 @@ import pandas as pd
 
 from covid19_images.atomic import json_safe, write_json, write_text, write_with
 from covid19_images.evaluation.regression import PREDICTION_PREFIX
+from covid19_images.evaluation.summary import bootstrap_note
 from covid19_images.training.config import NotTrainableError, TrainConfig, TrainError
 from covid19_images.training.data import Part, in_order, open_part, prepare
 from covid19_images.training.tasks import Setting, Task
@@ -518,9 +519,8 @@ def render_regression_report(metrics: dict[str, Any], run: Run) -> str:
         f"{metrics['n_patients']} patients; model `{metrics['model']}` ({weights}) at "
         f"{metrics['size']} px, {metrics['epochs_run']} epochs; loss: {metrics['loss']}. "
         "MAE is in score points, R² is scikit-learn's on these rows (below 0: worse than "
-        "predicting these rows' own mean), Pearson r is SciPy's. Intervals: 95% percentile "
-        f"bootstrap over {boot['n']} resamples of whole patients (an image without a patient "
-        "id is its own); per patient, each patient's images are averaged first.",
+        f"predicting these rows' own mean), Pearson r is SciPy's. {bootstrap_note(boot['n'])} "
+        "Per patient, each patient's images are averaged first.",
         "",
     ]
     if split == "val":

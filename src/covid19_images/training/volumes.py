@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -99,7 +99,7 @@ class CtVolume:
     grid: Volume
     """The image's grid (spacing, origin, direction); its array is not kept."""
     lesion: np.ndarray
-    """(K, 3) voxel indices of the foreground (training patch centres)."""
+    """Flat indices (into ``label``) of the lesion voxels: the training patches' centres."""
 
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
@@ -108,32 +108,20 @@ class CtVolume:
         return (z, y, x)
 
 
-def to_uint8(array: np.ndarray, hu: bool | None, window_name: str = "lung") -> np.ndarray:
-    """A volume's intensities as 0-255, the mapping of the packed slices: HU through the display
-    window, anything else stretched between its 0.5th and 99.5th percentiles.
+def read_pair(
+    folder: Path,
+    row: dict[Any, Any],
+    window_name: str = "lung",
+    lesion: Sequence[int] = (),
+) -> CtVolume:
+    """The image and label volumes of one manifest row (its ``path``, ``mask_path`` and
+    ``hu``), checked to share one grid; the patch centres are the voxels of the ``lesion``
+    label values (every foreground voxel where none is given).
 
     Example:
-        >>> to_uint8(np.array([[[-1350, -600, 150]]]), True).tolist()
-        [[[0, 128, 255]]]
+        >>> volume = read_pair(Path("datasets/ct-lesion-seg"), row, lesion=[1])  # doctest: +SKIP
     """
-    from covid19_images.process.ct.volume import WINDOWS, window
-
-    if hu:
-        centre, width = WINDOWS[window_name]
-        return window(array, centre, width)
-    if array.dtype == np.uint8:
-        return array.copy()
-    low, high = (float(v) for v in np.percentile(array, (0.5, 99.5)))
-    if high <= low:
-        return np.zeros(array.shape, dtype=np.uint8)
-    scaled = (array.astype(np.float32) - low) * (255.0 / (high - low))
-    out: np.ndarray = np.clip(scaled, 0, 255).astype(np.uint8)
-    return out
-
-
-def read_pair(folder: Path, row: dict[Any, Any], window_name: str = "lung") -> CtVolume:
-    """The image and label volumes of one manifest row (its ``path``, ``mask_path`` and
-    ``hu``), checked to share one grid."""
+    from covid19_images.process.ct.pipeline import to_uint8
     from covid19_images.process.ct.volume import VolumeError, read_nifti, same_grid
 
     try:
@@ -147,7 +135,11 @@ def read_pair(folder: Path, row: dict[Any, Any], window_name: str = "lung") -> C
     pixels = to_uint8(image.array, row.get("hu"), window_name)
     labels = np.asarray(label.array).astype(np.uint8)
     image.array = np.zeros((1, 1, 1), dtype=np.uint8)  # the grid only
-    return CtVolume(str(row["uid"]), pixels, labels, image, np.argwhere(labels > 0))
+    # Flat indices, 4 bytes a voxel where they fit (a full CT's lesion can be millions of them).
+    centres = np.flatnonzero(np.isin(labels, list(lesion)) if len(lesion) else labels > 0)
+    if labels.size < 2**31:
+        centres = centres.astype(np.int32)
+    return CtVolume(str(row["uid"]), pixels, labels, image, centres)
 
 
 def patch_shape(shape: tuple[int, ...], size: int) -> tuple[int, int, int]:
@@ -183,7 +175,8 @@ def draw_patch(
     probability :data:`FOREGROUND_FRACTION`, else anywhere; shifted to lie inside."""
     image, label = padded(volume.image), padded(volume.label)
     if len(volume.lesion) and rng.random() < FOREGROUND_FRACTION:
-        centre = volume.lesion[int(rng.integers(len(volume.lesion)))]
+        flat = int(volume.lesion[int(rng.integers(len(volume.lesion)))])
+        centre = np.unravel_index(flat, volume.label.shape)  # padding is at the far end
         start = [int(c) - p // 2 for c, p in zip(centre, patch, strict=True)]
     else:
         start = [int(rng.integers(0, s - p + 1)) for s, p in zip(image.shape, patch, strict=True)]
@@ -296,7 +289,7 @@ class VolumeTask(Task):
         uid = str(row["uid"])
         if uid not in self.cache:
             assert self.folder is not None
-            self.cache[uid] = read_pair(self.folder, row, self.window)
+            self.cache[uid] = read_pair(self.folder, row, self.window, self.lesion)
         return self.cache[uid]
 
     def setup(self, parts: dict[str, Part], config: TrainConfig, setting: Setting) -> None:

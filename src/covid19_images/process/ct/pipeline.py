@@ -196,8 +196,16 @@ def display_array(volume: Volume) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(lps, (2, 1, 0)))
 
 
-def _to_uint8(volume: Volume, array: np.ndarray, window_name: str) -> np.ndarray:
-    if volume.hu:
+def to_uint8(array: np.ndarray, hu: bool | None, window_name: str = "lung") -> np.ndarray:
+    """A volume's intensities as 0-255, as every packed slice and every 3-D model sees them: HU
+    through the display window, anything else stretched between its 0.5th and 99.5th
+    percentiles (uint8 kept as it is).
+
+    Example:
+        >>> to_uint8(np.array([[[-1350, -600, 150]]]), True).tolist()
+        [[[0, 128, 255]]]
+    """
+    if hu:
         center, width = WINDOWS[window_name]
         return window(array, center, width)
     if array.dtype == np.uint8:
@@ -335,7 +343,7 @@ def _process_one(task: _VolumeTask) -> dict[str, Any]:
         if mask is not None:
             write_nifti(mask, tmp / "mask.nii.gz")
             meta["mask_labels"] = sorted(int(v) for v in np.unique(mask.array))
-        display = _to_uint8(volume, display_array(volume), task.params.window)
+        display = to_uint8(display_array(volume), volume.hu, task.params.window)
         out = tmp / "slices" / str(task.params.size)
         out.mkdir(parents=True)
         for k, plane in enumerate(display):
