@@ -13,6 +13,7 @@ import csv
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw, ImageFont
@@ -225,3 +226,64 @@ def test_films_of_different_children_are_not_merged(shared_sources: Path) -> Non
     assert found.report.clusters == [], [
         _explain(found, a, b) for a in wanted for b in wanted if a < b
     ]
+
+
+def test_a_cached_search_answers_new_splits_as_a_fresh_one_without_new_pixel_tests(
+    shared_sources: Path, tmp_path: Path
+) -> None:
+    """The build's leak-free split audits one set of images under several splits: with a
+    ``cache``, the candidates and verdicts of one round serve the next ones, and the answer is
+    a fresh search's."""
+    paths: list[Path] = []
+    for key in ("ieee-278", "figure1-00001", "zhang-normal"):
+        original = _real(shared_sources, ORIGINALS[key])
+        paths.append(original)
+        with Image.open(original) as img:
+            grey = img.convert("L")
+        for copy in (COPIES[0], COPIES[-1]):
+            target = tmp_path / f"{key}--{copy.name}{copy.suffix}"
+            copy.make(grey).save(target, "JPEG" if copy.suffix == ".jpg" else None)
+            paths.append(target)
+    decoded = [decode_image(p, sizes=(224,)) for p in paths]
+    loads: list[int] = []
+
+    def thumbnail(i: int) -> Any:
+        loads.append(i)
+        return decoded[i].thumb
+
+    def content(i: int) -> Any:
+        loads.append(i)
+        return decoded[i].content
+
+    def search(splits: list[str], cache: dict[str, Any] | None) -> DuplicateReport:
+        return find_duplicates(
+            [None] * len(decoded),
+            [d.phash for d in decoded],
+            thumbnail,
+            signatures=[d.signature for d in decoded],
+            content=content,
+            only_across=splits,
+            cache=cache,
+        )
+
+    def found(report: DuplicateReport) -> tuple[list[Any], list[Any]]:
+        return (
+            [(p.a, p.b, p.correlation, p.aligned) for p in report.pairs],
+            [(p.a, p.b, p.correlation, p.aligned) for p in report.rejected],
+        )
+
+    cache: dict[str, Any] = {}
+    first = ["a", "b", "a"] * 3  # every original's copies on both sides
+    assert found(search(first, cache)) == found(search(first, None))
+    assert found(search(first, None))[0], "the copies must be found across the split"
+    # the same pairs cross with the split names swapped: no pixel is loaded again
+    swapped = ["b" if s == "a" else "a" for s in first]
+    before = len(loads)
+    assert found(search(swapped, cache)) == found(search(swapped, None))
+    fresh_loads = len(loads) - before
+    before = len(loads)
+    search(swapped, cache)
+    assert len(loads) == before and fresh_loads > 0
+    # other splits: the same answer as a fresh search
+    for splits in (["a"] * 6 + ["b"] * 3, ["a", "a", "b"] * 3):
+        assert found(search(splits, cache)) == found(search(splits, None))

@@ -301,6 +301,9 @@ class FileSignatures:
     def __init__(self) -> None:
         self._by_digest: dict[str, tuple[str, np.ndarray, Signature]] = {}
         self._found: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        self._searches: dict[tuple[Any, ...], dict[str, Any]] = {}
+        """Per set of files (uids and contents) and thresholds, whatever the splits: the
+        candidate pairs and every tested pair's verdict (``find_duplicates``' ``cache``)."""
         """Cross-split pairs already found, by everything the search depends on."""
 
     def get(self, path: Path) -> tuple[str, np.ndarray, Signature] | None:
@@ -427,6 +430,8 @@ def cross_split_copies(
     )
     if key in memo._found:
         return [dict(p) for p in memo._found[key]], missing
+    # The same files in other splits (the build's next round) reuse the search and verdicts.
+    files = (tuple(zip(uid_at, digests, strict=True)), *key[1:])
     report = find_duplicates(
         [None] * len(thumbs),  # exact copies are near copies at distance 0
         phashes,
@@ -439,6 +444,7 @@ def cross_split_copies(
         min_aligned=min_aligned,
         only_across=split_at,
         progress=progress,
+        cache=memo._searches.setdefault(files, {}),
     )
     pairs = [
         {

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -139,6 +140,7 @@ def find_duplicates(
     min_aligned: float = DEFAULT_MIN_ALIGNED,
     only_across: Sequence[str] | None = None,
     progress: bool = False,
+    cache: dict[str, Any] | None = None,
 ) -> DuplicateReport:
     """Exact and confirmed near duplicates among images given by their hashes.
 
@@ -161,6 +163,10 @@ def find_duplicates(
         only_across: A group (split) per image: only pairs of different groups are tested
             (what an audit of splits needs).
         progress: Show a progress bar over the candidate pairs (on stderr).
+        cache: A dict kept between calls on the same images (same order, hashes and
+            thresholds; ``only_across`` may change): the candidates and every pair's verdict
+            are computed once and reused, so repeated audits of new splits (the build's
+            leak-free split) cost the search once.
 
     Example:
         >>> thumbs = [np.eye(8) * 100, np.eye(8) * 200, np.fliplr(np.eye(8)) * 100]
@@ -200,17 +206,22 @@ def find_duplicates(
     frame_hash: dict[int, int] = {
         i: int(h, 16) for i, h in enumerate(phashes) if h and i not in bordered
     }
-    candidates: dict[tuple[int, int], list[tuple[int, int, int]]] = defaultdict(list)
-    valid = sorted(frame_hash)
-    for vi, vj in candidate_pairs([frame_hash[i] for i in valid], max_hamming).tolist():
-        i, j = valid[vi], valid[vj]
-        candidates[(i, j)].append((hamming(frame_hash[i], frame_hash[j]), 0, 0))
-    keypoint_linked: set[tuple[int, int]] = set()
-    if signatures is not None:
-        _view_candidates(signatures, max_hamming, candidates, bordered)
-        keypoint_linked = _keypoint_candidates(signatures)
-        for linked in keypoint_linked:
-            candidates.setdefault(linked, [])
+    cache = cache if cache is not None else {}
+    if "candidates" not in cache:
+        candidates: dict[tuple[int, int], list[tuple[int, int, int]]] = defaultdict(list)
+        valid = sorted(frame_hash)
+        for vi, vj in candidate_pairs([frame_hash[i] for i in valid], max_hamming).tolist():
+            i, j = valid[vi], valid[vj]
+            candidates[(i, j)].append((hamming(frame_hash[i], frame_hash[j]), 0, 0))
+        keypoint_linked: set[tuple[int, int]] = set()
+        if signatures is not None:
+            _view_candidates(signatures, max_hamming, candidates, bordered)
+            keypoint_linked = _keypoint_candidates(signatures)
+            for linked in keypoint_linked:
+                candidates.setdefault(linked, [])
+        cache["candidates"] = (candidates, keypoint_linked)
+    candidates, keypoint_linked = cache["candidates"]
+    verdicts: dict[tuple[int, int], tuple[Pair, bool]] = cache.setdefault("verdicts", {})
 
     rejected: list[Pair] = []
     thumbs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -246,14 +257,8 @@ def find_duplicates(
         pixels = content_thumbnail(content_of(i)).astype(np.float64)
         return _standardised(pixels), _standardised(detail(pixels))
 
-    # Closest first; a pair already joined through other copies needs no test of its own.
-    ordered = _closest_first(list(candidates), frame_hash, signatures, n)
-    for distance, i, j in track(ordered, len(ordered), "comparing candidate pairs", progress):
-        views = candidates[(i, j)]
-        if (i, j) in exact_pairs or find(i) == find(j):
-            continue
-        if only_across is not None and only_across[i] == only_across[j]:
-            continue
+    def test(i: int, j: int, distance: int, views: list[tuple[int, int, int]]) -> tuple[Pair, bool]:
+        """One candidate pair's verdict on pixels: its scores, and whether it is a copy."""
         # The whole-frame test, unless a wide border makes whole frames alike; then the same
         # test on the contents (the frames without their uniform borders).
         tests = []
@@ -283,9 +288,7 @@ def find_duplicates(
             np.dot(ti, tj) >= min_correlation and np.dot(di, dj) >= min_detail
             for (ti, di), (tj, dj) in tests
         ):
-            pairs.append(Pair(i, j, distance, round(correlation, 4), round(fine, 4), False))
-            union(i, j)
-            continue
+            return Pair(i, j, distance, round(correlation, 4), round(fine, 4), False), True
         aligned = 0.0
         # Hypotheses of how one maps onto the other come from shared keypoints (a pair with
         # fewer than MIN_INLIERS close codes has no keypoint map) and from matched views other
@@ -299,7 +302,20 @@ def find_duplicates(
                     si, sj, content_of(i), content_of(j), views, min_aligned, by_keypoints
                 )
         pair = Pair(i, j, distance, round(correlation, 4), round(fine, 4), False, round(aligned, 4))
-        if aligned >= min_aligned:
+        return pair, aligned >= min_aligned
+
+    # Closest first; a pair already joined through other copies needs no test of its own.
+    ordered = _closest_first(list(candidates), frame_hash, signatures, n)
+    for distance, i, j in track(ordered, len(ordered), "comparing candidate pairs", progress):
+        views = candidates[(i, j)]
+        if (i, j) in exact_pairs or find(i) == find(j):
+            continue
+        if only_across is not None and only_across[i] == only_across[j]:
+            continue
+        if (i, j) not in verdicts:
+            verdicts[(i, j)] = test(i, j, distance, views)
+        pair, confirmed = verdicts[(i, j)]
+        if confirmed:
             pairs.append(pair)
             union(i, j)
         else:

@@ -299,8 +299,9 @@ def process_records(
         record.processed_key = meta["key"]
         kept.append(record)
 
-    # Rows another build sharing the cache added meanwhile are kept.
-    _write_index(cache, {**_read_index(cache), **index, **results})
+    # Rows another build sharing the cache wrote meanwhile win over this build's older copy
+    # of the index; this build's own results win over both.
+    _write_index(cache, {**index, **_read_index(cache), **results})
     return kept, log
 
 
