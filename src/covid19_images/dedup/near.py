@@ -9,7 +9,9 @@ encoding or burnt-in text:
    exact index over 64-bit hashes, :mod:`covid19_images.dedup.index`): whole-frame
    hashes within ``max_hamming`` bits; with signatures
    (:mod:`covid19_images.process.signature`), any two view hashes (content, centre views) within
-   :data:`VIEW_RADIUS` bits, and images sharing close keypoint codes.
+   :data:`VIEW_RADIUS` bits, and images whose close keypoint codes agree on a plausible map
+   of one onto the other (:func:`_keypoint_candidates`: codes of ribs and edges match across
+   many films, a copy's keypoints sit where its original's are).
 2. **Confirmation** on pixels: the whole-frame 64 x 64 thumbnails, compared over the content both
    frames share, correlate at least ``min_correlation`` and so does their detail (thumbnail minus
    its Gaussian blur) at least ``min_detail``; or the same on the contents; or, aligned
@@ -432,8 +434,28 @@ def framed(signature: Signature) -> bool:
     return right - left >= FRAMED and bottom - top >= FRAMED
 
 
+KEYPOINT_CHECK_SIDE = 96.0
+"""The long side, in pixels, on which the candidate search checks a keypoint map: its RANSAC
+tolerance of 4 px is then 1/24 of the side, looser than the pixel test's 4 px on contents of up
+to 256 px, so that a pair whose keypoint map the pixel test finds is a candidate."""
+
+
 def _keypoint_candidates(signatures: Sequence[Signature | None]) -> set[tuple[int, int]]:
-    """Pairs of images that share at least ``MIN_INLIERS`` close keypoint codes."""
+    """Pairs of images whose close keypoint codes agree on a plausible map of one onto the other.
+
+    Codes of ribs, edges and collimation corners are close to codes of many other films, so
+    pairs of distinct radiographs share a handful of close codes all the time. Two filters, the
+    first exact for the second: a pair needs ``MIN_INLIERS`` *different* codes on each side
+    among its close codes (a map needs as many one-to-one matches), then
+    :func:`~covid19_images.dedup.align.keypoint_map` must find a map (mutual nearest codes, at
+    least ``MIN_INLIERS`` consistent after RANSAC, a plausible scale and no rotation), with the
+    looser tolerance of :data:`KEYPOINT_CHECK_SIDE`. A copy's keypoints sit where its
+    original's are; chance matches between films scatter.
+
+    Example:
+        >>> _keypoint_candidates([None, None])
+        set()
+    """
     owners = [
         np.full(len(s.codes), i, dtype=np.int64)
         for i, s in enumerate(signatures)
@@ -446,12 +468,46 @@ def _keypoint_candidates(signatures: Sequence[Signature | None]) -> set[tuple[in
     found = candidate_pairs(codes, KEYPOINT_RADIUS)
     if not len(found):
         return set()
-    a, b = who[found[:, 0]], who[found[:, 1]]
+    first, second = found[:, 0].astype(np.int64), found[:, 1].astype(np.int64)
+    a, b = who[first], who[second]
     keep = a != b
-    lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
-    keys, counts = np.unique(lo * (len(signatures) + 1) + hi, return_counts=True)
-    keys = keys[counts >= MIN_INLIERS]
-    return {(int(k) // (len(signatures) + 1), int(k) % (len(signatures) + 1)) for k in keys}
+    first, second, a, b = first[keep], second[keep], a[keep], b[keep]
+    swap = a > b  # each code pair as (code of the smaller index, code of the larger)
+    code_lo, code_hi = np.where(swap, second, first), np.where(swap, first, second)
+    key = np.minimum(a, b) * (len(signatures) + 1) + np.maximum(a, b)
+    keys, on_lo = _distinct_per_key(key, code_lo, len(codes))
+    _, on_hi = _distinct_per_key(key, code_hi, len(codes))
+    keys = keys[(on_lo >= MIN_INLIERS) & (on_hi >= MIN_INLIERS)]
+    linked: set[tuple[int, int]] = set()
+    for k in keys.tolist():
+        i, j = divmod(k, len(signatures) + 1)
+        si, sj = signatures[i], signatures[j]
+        assert si is not None and sj is not None
+        if keypoint_map(si, sj, KEYPOINT_CHECK_SIDE, KEYPOINT_CHECK_SIDE) is not None:
+            linked.add((i, j))
+    return linked
+
+
+def _distinct_per_key(
+    keys: np.ndarray, values: np.ndarray, n_values: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each distinct key, sorted, with how many different values occur with it.
+
+    Example:
+        >>> k, c = _distinct_per_key(np.array([7, 3, 7, 7]), np.array([1, 2, 1, 4]), 5)
+        >>> k.tolist(), c.tolist()
+        ([3, 7], [1, 2])
+    """
+    if not len(keys):
+        return keys, keys
+    if int(keys.max()) < np.iinfo(np.int64).max // max(n_values, 1):
+        combined = np.sort(keys * n_values + values)  # sorting: far faster than a hash here
+        combined = combined[np.r_[True, combined[1:] != combined[:-1]]]
+        both = combined // n_values
+    else:  # too large for one int64: pairs of columns (slower)
+        both = np.unique(np.stack([keys, values], axis=1), axis=0)[:, 0]
+    starts = np.flatnonzero(np.r_[True, both[1:] != both[:-1]])
+    return both[starts], np.diff(np.r_[starts, len(both)])
 
 
 def _closest_first(
