@@ -142,3 +142,12 @@ def test_statistics_match_numpy(tmp_path: Path) -> None:
     decoded = decode_image(tmp_path / "s.png")
     assert decoded.mean == pytest.approx(float(pixels.mean()), abs=1e-12)
     assert decoded.std == pytest.approx(float(pixels.std()), abs=1e-9)
+
+
+def test_a_decode_error_crosses_processes_whole() -> None:
+    import pickle
+
+    error = DecodeError("too-small", "a 1 x 1 image is no radiograph")
+    copy = pickle.loads(pickle.dumps(error))
+    assert isinstance(copy, DecodeError)
+    assert (copy.kind, str(copy)) == ("too-small", "a 1 x 1 image is no radiograph")

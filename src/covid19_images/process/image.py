@@ -95,6 +95,10 @@ class DecodeError(Exception):
         super().__init__(detail)
         self.kind = kind
 
+    def __reduce__(self) -> tuple[type[DecodeError], tuple[str, str]]:
+        # Rebuilt with both arguments where it crosses processes (a worker's error).
+        return (type(self), (self.kind, str(self)))
+
 
 _ADDRESS = re.compile(r"\s+at 0x[0-9a-fA-F]+")
 
