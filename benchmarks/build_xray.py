@@ -267,28 +267,42 @@ class CountingExecutor:
         return self.inner.map(fn, items, description)
 
 
+STAGES = [
+    ("build", "_ingest", "ingest"),
+    ("build", "_select", "select"),
+    ("xray", "process_records", "process"),
+    ("xray", "deduplicate", "deduplicate"),
+    ("xray", "write_dicoms", "DICOM"),
+    ("xray", "split_records", "split"),
+    ("xray", "_leak_free_splits", "split + its leak check"),
+    ("xray", "_manifest", "manifest"),
+    ("xray", "_write", "write (total)"),
+    ("audit", "audit_dataset", "write: audit"),
+    ("datasheet", "write_datasheet", "write: datasheet"),
+]
+"""(module, function, label) of the build's stages: ``build``, ``xray``, ``audit`` and
+``datasheet`` name ``covid19_images.assemble.build``, ``.assemble.xray``, ``.audit`` and
+``.assemble.datasheet``."""
+
+
 @contextmanager
-def stage_timer() -> Iterator[dict[str, float]]:
+def stage_timer(
+    stages: Sequence[tuple[str, str, str]] = tuple(STAGES),
+) -> Iterator[dict[str, float]]:
     """Time the build's stages by wrapping them where ``build`` and ``assemble_xray`` look them
-    up."""
+    up; a stage whose function is gone (the build changed) is reported as NaN."""
     import covid19_images.assemble.build as build_module
     import covid19_images.assemble.datasheet as datasheet_module
     import covid19_images.assemble.xray as xray_module
     import covid19_images.audit as audit_module
 
-    spots = [
-        (build_module, "_ingest", "ingest"),
-        (build_module, "_select", "select"),
-        (xray_module, "process_records", "process"),
-        (xray_module, "deduplicate", "deduplicate"),
-        (xray_module, "write_dicoms", "DICOM"),
-        (xray_module, "split_records", "split"),
-        (xray_module, "_leak_free_splits", "split + its leak check"),
-        (xray_module, "_manifest", "manifest"),
-        (xray_module, "_write", "write (total)"),
-        (audit_module, "audit_dataset", "write: audit"),
-        (datasheet_module, "write_datasheet", "write: datasheet"),
-    ]
+    modules = {
+        "build": build_module,
+        "xray": xray_module,
+        "audit": audit_module,
+        "datasheet": datasheet_module,
+    }
+    spots = [(modules[m], name, label) for m, name, label in stages]
     times: dict[str, float] = {}
 
     def wrap(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
@@ -305,6 +319,7 @@ def stage_timer() -> Iterator[dict[str, float]]:
         for module, name, label in spots:
             original = getattr(module, name, None)
             if original is None:  # the build changed: time what is still there
+                times[f"{label} (not found)"] = float("nan")
                 continue
             setattr(module, name, wrap(original, label))
             stack.callback(setattr, module, name, original)

@@ -44,15 +44,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 from _memory import peak_rss_kib  # benchmarks/, run as scripts
+from build_xray import stage_timer
 
 cv2.setNumThreads(1)  # before any OpenCV call: the generation pool forks this process, and
 # a fork of OpenCV's running thread pool can deadlock in the children
@@ -178,47 +179,18 @@ def generate(n: int, mirror: Path, images: list[np.ndarray], workers: int, seed:
 # ---------------------------------------------------------------- one build (child process)
 
 
-@contextmanager
-def stage_timer() -> Iterator[dict[str, float]]:
-    """Time the build's stages by wrapping them where ``build`` and ``assemble_xray`` look
-    them up (the wrapped names are checked: a renamed stage is reported missing)."""
-    import covid19_images.assemble.build as build_module
-    import covid19_images.assemble.datasheet as datasheet_module
-    import covid19_images.assemble.xray as xray_module
-    import covid19_images.audit as audit_module
-
-    spots = [
-        (build_module, "_ingest", "ingest"),
-        (build_module, "_select", "select"),
-        (xray_module, "process_records", "process"),
-        (xray_module, "deduplicate", "dedup"),
-        (xray_module, "_leak_free_splits", "split"),
-        (xray_module, "_write", "write (all)"),
-        (xray_module, "write_packed", "write: pack"),
-        (audit_module, "audit_dataset", "write: audit"),
-        (datasheet_module, "write_datasheet", "write: datasheet"),
-    ]
-    times: dict[str, float] = {}
-
-    def wrap(fn: Any, label: str) -> Any:
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                times[label] = times.get(label, 0.0) + time.perf_counter() - start
-
-        return timed
-
-    with ExitStack() as stack:
-        for module, name, label in spots:
-            original = getattr(module, name, None)
-            if original is None:
-                times[f"{label} (not found)"] = float("nan")
-                continue
-            setattr(module, name, wrap(original, label))
-            stack.callback(setattr, module, name, original)
-        yield times
+STAGES = [
+    ("build", "_ingest", "ingest"),
+    ("build", "_select", "select"),
+    ("xray", "process_records", "process"),
+    ("xray", "deduplicate", "dedup"),
+    ("xray", "_leak_free_splits", "split"),
+    ("xray", "_write", "write (all)"),
+    ("xray", "write_packed", "write: pack"),
+    ("audit", "audit_dataset", "write: audit"),
+    ("datasheet", "write_datasheet", "write: datasheet"),
+]
+"""The stages timed (``build_xray.stage_timer``'s wrapping, with the packing on its own)."""
 
 
 def _worker_peak() -> float:
@@ -250,7 +222,7 @@ def child(mirror: Path, work: Path, engine: str, workers: int, size: int) -> dic
             executor.start()
         else:
             executor = LocalExecutor(workers=workers, progress=False)
-        with stage_timer() as stages:
+        with stage_timer(STAGES) as stages:
             start = time.perf_counter()
             result = build(
                 "xray-covid",
