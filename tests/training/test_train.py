@@ -170,7 +170,7 @@ def test_bad_input_is_one_clear_error_and_leaves_no_folder(
     run = train(xray_dataset.path, quick(epochs=1), out=tmp_path, evaluate=False)
     with pytest.raises(TrainError, match="exists: --resume"):
         train(xray_dataset.path, quick(epochs=1), out=tmp_path, evaluate=False)
-    with pytest.raises(TrainError, match=r"other options.*lr"):
+    with pytest.raises(TrainError, match=r"other options.*lr: 0\.001 -> 0\.1"):  # saved -> asked
         train(xray_dataset.path, quick(epochs=1, lr=0.1), out=tmp_path, resume=True)
     moved = tmp_path / "moved" / "xray-covid"
     shutil.copytree(xray_dataset.path, moved)

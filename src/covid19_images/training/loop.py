@@ -293,7 +293,8 @@ def _saved(
     """The saved training state and ``config.json`` of a run to resume, after checking that
     it was trained with the same options on the same dataset."""
     saved = load_run(run_dir)
-    differs = config.differences(saved.train_config, ignore=("epochs", "workers", "device"))
+    # "saved -> asked", as the dataset lines below read ("before -> now")
+    differs = saved.train_config.differences(config, ignore=("epochs", "workers", "device"))
     before = saved.config["dataset"]
     for key in ("path", "lock_sha256"):
         if before.get(key) != facts.get(key):
