@@ -1,6 +1,6 @@
 """Datasets the training tests share, built once per test module: the planted regression
-images, ``ct-lesion-seg`` from generated layouts, and ``xray-lung-boxes`` from
-../shared/sources."""
+images, ``ct-lesion-seg`` from generated layouts, and ``xray-lung-boxes``, ``xray-lung-seg``
+and ``xray-severity`` from ../shared/sources."""
 
 from __future__ import annotations
 
@@ -76,18 +76,36 @@ def lesion_seg(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
     )
 
 
-@pytest.fixture(scope="module")
-def lung_boxes(shared_sources: Path, tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
-    """``xray-lung-boxes`` at 64 px from ../shared/sources."""
-    work = tmp_path_factory.mktemp("lung-boxes")
+def annotated(recipe: str, sources: Path, factory: pytest.TempPathFactory) -> BuildResult:
+    """``recipe`` (an ieee8023 annotation recipe) at 64 px from ../shared/sources."""
+    work = factory.mktemp(recipe)
     return build(
-        "xray-lung-boxes",
+        recipe,
         out=work / "out",
-        mirror=shared_sources,
+        mirror=sources,
         root=work / "root",
         size=64,
+        sources=["ieee8023"],
         dicom=False,
         fetch=False,
         executor=LocalExecutor(workers=2, progress=False),
         progress=False,
     )
+
+
+@pytest.fixture(scope="module")
+def lung_boxes(shared_sources: Path, tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+    """``xray-lung-boxes`` at 64 px from ../shared/sources."""
+    return annotated("xray-lung-boxes", shared_sources, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def lung_seg(shared_sources: Path, tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+    """``xray-lung-seg`` at 64 px from ../shared/sources."""
+    return annotated("xray-lung-seg", shared_sources, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def severity(shared_sources: Path, tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+    """``xray-severity`` at 64 px from ../shared/sources."""
+    return annotated("xray-severity", shared_sources, tmp_path_factory)

@@ -22,10 +22,9 @@ pytest.importorskip("timm")
 from typer.testing import CliRunner  # noqa: E402
 
 from covid19_images import RESEARCH_USE_NOTICE  # noqa: E402
-from covid19_images.assemble.build import BuildResult, build  # noqa: E402
+from covid19_images.assemble.build import BuildResult  # noqa: E402
 from covid19_images.cli import app  # noqa: E402
 from covid19_images.loaders.packed import open_split  # noqa: E402
-from covid19_images.process.executor import LocalExecutor  # noqa: E402
 from covid19_images.training import TrainConfig, TrainError, train  # noqa: E402
 from covid19_images.training.assess import evaluate_run  # noqa: E402
 from covid19_images.training.data import prepare  # noqa: E402
@@ -38,23 +37,6 @@ TARGETS = ["geographic_extent", "opacity"]
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
     torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def severity(shared_sources: Path, tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
-    work = tmp_path_factory.mktemp("severity")
-    return build(
-        "xray-severity",
-        out=work / "out",
-        mirror=shared_sources,
-        root=work / "root",
-        size=64,
-        sources=["ieee8023"],
-        dicom=False,
-        fetch=False,
-        executor=LocalExecutor(workers=2, progress=False),
-        progress=False,
-    )
 
 
 def overall(records: list[dict[str, object]], metric: str) -> float:

@@ -16,30 +16,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
 from covid19_images import RESEARCH_USE_NOTICE  # noqa: E402
-from covid19_images.assemble.build import BuildResult, build  # noqa: E402
+from covid19_images.assemble.build import BuildResult  # noqa: E402
 from covid19_images.explanation import ExplainError  # noqa: E402
 from covid19_images.explanation.run import explain_run  # noqa: E402
 from covid19_images.loaders.packed import open_split  # noqa: E402
-from covid19_images.process.executor import LocalExecutor  # noqa: E402
 from covid19_images.training import TrainConfig, TrainError, train  # noqa: E402
 from covid19_images.training.segmentation import mean_dice  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def lung_seg(shared_sources: Path, tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
-    work = tmp_path_factory.mktemp("lung-seg")
-    return build(
-        "xray-lung-seg",
-        out=work / "out",
-        mirror=shared_sources,
-        root=work / "root",
-        size=64,
-        sources=["ieee8023"],
-        dicom=False,
-        fetch=False,
-        executor=LocalExecutor(workers=2, progress=False),
-        progress=False,
-    )
 
 
 def test_a_unet_run_writes_label_maps_scores_and_a_dice_report(
