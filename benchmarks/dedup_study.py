@@ -24,6 +24,15 @@ and the closest pairs it rejects, so the defaults can be checked on any mirror.
   quality 95 unless the transformation is the encoding itself). Borders *removed* are the same
   unordered pairs as borders added (a pair detector sees no direction); in addition
   ``border-removed-existing`` trims the uniform margin that some real originals already have.
+- *Refused by decode*: every generated file goes through the build's own decode
+  (``covid19_images.process.image.decode_image``), once. A file it refuses (a ``DecodeError``:
+  e.g. a side under ``MIN_SIDE`` px, as ``resize-0.25x`` makes of a small original) can never
+  enter a dataset, so it can be neither a leak nor a duplicate. **Recall is over the copies the
+  build accepts**: a refused copy is moved to ``refused-by-decode/``, takes part in no method's
+  search (``ours``, imagededup and cleanvision are all scored on the same accepted copies) and
+  is counted apart, per transformation ("refused" column; JSON ``refused_by_decode``). An
+  original the decode refuses is dropped from the selection (no copies made), counted and
+  logged on stderr. Every generated file is either scored or counted as refused.
 - *Hard negatives*, different films that must stay apart: follow-up films (and other views) of
   one ieee8023 patient (``metadata.csv``: ``patientid``), several films of one Zhang Lab child
   (the id in the file name), and look-alike children (distinct Zhang Lab / Darshan children's
@@ -34,20 +43,22 @@ and the closest pairs it rejects, so the defaults can be checked on any mirror.
   subsets of the files:
 
   - **isolated** (the headline): for each transformation T, on all originals plus their T copies
-    only. Recall(T) is the fraction of originals whose T copy is in one cluster with it (clusters
-    are the connected components of the pairs the method reports), then per family, strength and
-    over all copies. False merges: pairs of different originals in one cluster, summed over the
-    isolated sets (and the hard negatives among them). For ``ours``, each missed copy is shown
-    with its numbers when the search tested and rejected it, or as never a candidate. Copies of
-    *other* originals under the same T can still link a copy to its original (e.g. many films
-    framed by one wide border): read recall together with the false merges.
+    only. Recall(T) is the fraction of originals whose (accepted) T copy is in one cluster with
+    it (clusters are the connected components of the pairs the method reports), then per family,
+    strength and over all accepted copies. False merges: pairs of different originals in one
+    cluster, summed over the isolated sets (and the hard negatives among them). For ``ours``,
+    each missed copy is shown with its numbers when the search tested and rejected it, or as
+    never a candidate. Copies of *other* originals under the same T can still link a copy to its
+    original (e.g. many films framed by one wide border): read recall together with the false
+    merges.
   - **pooled**: once on all files together. With ~46 copies of every original in one set,
     clusters chain through other copies, so pooled recall is inflated (a crop is "found" through
     some other copy; ``ours`` does not even test a pair already joined that way); it is kept for
     comparison and for the false merges over all files: all, hard negatives, and those where the
     two originals themselves are joined.
 
-  Time: the decode/hashing done once, then the searches (isolated, pooled); imports not counted.
+  Time: the decode/hashing done once (for ``ours``, the study's decode check of every file),
+  then the searches (isolated, pooled); imports not counted.
   cleanvision's sets are read off its one run on all files (see :func:`run_cleanvision`).
 
 A false merge that joins two originals with thumbnails >= 0.95 and detail >= 0.55 is most likely
@@ -231,14 +242,24 @@ def print_real(result: dict[str, Any]) -> None:
 
 OursDecoded = tuple[str, str, np.ndarray, Any, np.ndarray]
 _DECODED: dict[str, OursDecoded] = {}
-"""Each file decoded once (path -> what :func:`find_duplicates` needs), filled by
-:func:`ours_decode_all`; every run of :func:`ours` on any subset only looks files up here."""
+"""Each file the build's decode accepts, decoded once (path -> what :func:`find_duplicates`
+needs), filled by :func:`ours_decode_all`; every run of :func:`ours` on any subset only looks
+files up here."""
+_REFUSED: dict[str, Any] = {}
+"""Each file the build's decode refuses (path -> its ``DecodeError``): it can never enter a
+dataset, so :func:`ours` leaves it out of every search."""
+_DECODE_SECONDS = [0.0]
+"""Wall time spent filling the two caches (one decode of every file)."""
 
 
-def _ours_decode(path: Path) -> OursDecoded:
-    from covid19_images.process.image import decode_image
+def _ours_decode(path: Path) -> OursDecoded | Exception:
+    """What the search needs of ``path``, or the build's ``DecodeError`` when it refuses it."""
+    from covid19_images.process.image import DecodeError, decode_image
 
-    decoded = decode_image(path, sizes=(224, 512))  # the build's sizes: the same reduced decode
+    try:
+        decoded = decode_image(path, sizes=(224, 512))  # the build's sizes: the same decode
+    except DecodeError as exc:
+        return exc
     assert decoded.thumb is not None and decoded.content is not None
     return (
         decoded.sha256_pixels,
@@ -249,13 +270,24 @@ def _ours_decode(path: Path) -> OursDecoded:
     )
 
 
-def ours_decode_all(paths: list[Path], workers: int = 1) -> None:
-    """Decode every file not decoded yet, in ``workers`` processes, into the module's cache."""
-    todo = [str(path) for path in dict.fromkeys(paths) if str(path) not in _DECODED]
+def ours_decode_all(paths: list[Path], workers: int = 1) -> dict[str, Any]:
+    """Decode every file not decoded yet with the build's decode, in ``workers`` processes, into
+    the module's caches; the files of ``paths`` that the decode refuses (path -> DecodeError)."""
+    start = time.perf_counter()
+    todo = [
+        str(path)
+        for path in dict.fromkeys(paths)
+        if str(path) not in _DECODED and str(path) not in _REFUSED
+    ]
     for path, decoded in zip(
         todo, _map(_ours_decode, [Path(p) for p in todo], workers), strict=True
     ):
-        _DECODED[path] = decoded
+        if isinstance(decoded, Exception):
+            _REFUSED[path] = decoded
+        else:
+            _DECODED[path] = decoded
+    _DECODE_SECONDS[0] += time.perf_counter() - start
+    return {str(path): _REFUSED[str(path)] for path in paths if str(path) in _REFUSED}
 
 
 def ours(
@@ -264,11 +296,14 @@ def ours(
     """Pairs of indices into ``paths`` that the package judges copies of one film, and the
     candidate pairs it tested and rejected, with their numbers (keys ``(a, b)``, ``a < b``).
 
-    Files come from the decode cache (decoded here first if missing, never twice)."""
+    Files come from the decode cache (decoded here first if missing, never twice). A file the
+    build's decode refuses takes no part in the search: it is left out, and the indices of the
+    others are mapped back to ``paths``."""
     from covid19_images.dedup.near import find_duplicates
 
     ours_decode_all(paths, workers)
-    decoded = [_DECODED[str(path)] for path in paths]
+    kept = [k for k, path in enumerate(paths) if str(path) in _DECODED]
+    decoded = [_DECODED[str(paths[k])] for k in kept]
     report = find_duplicates(
         [d[0] for d in decoded],
         [d[1] for d in decoded],
@@ -277,7 +312,7 @@ def ours(
         content=lambda i: decoded[i][4],
     )
     rejected = {
-        (min(p.a, p.b), max(p.a, p.b)): {
+        (min(kept[p.a], kept[p.b]), max(kept[p.a], kept[p.b])): {
             "hamming": int(p.hamming),
             "correlation": float(p.correlation),
             "detail": float(p.detail),
@@ -285,7 +320,7 @@ def ours(
         }
         for p in report.rejected
     }
-    return [(pair.a, pair.b) for pair in report.pairs], rejected
+    return [(kept[pair.a], kept[pair.b]) for pair in report.pairs], rejected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -780,13 +815,23 @@ def _working_copy(path: Path, max_side: int) -> Image.Image:
     return frame
 
 
-def _make_files(task: tuple[int, str, str, int, int]) -> list[tuple[int, str, str]]:
-    """Write one original and all its copies; (original index, transform, file name) each."""
+def _make_files(task: tuple[int, str, str, int, int]) -> tuple[list[tuple[int, str, str]], str]:
+    """Write one original and all its copies; (original index, transform, file name) each.
+
+    An original that the build's decode refuses is deleted again and gets no copies: ``([],
+    why)``; otherwise ``why`` is empty."""
+    from covid19_images.process.image import DecodeError, decode_image
+
     index, source_path, out_dir, seed, max_side = task
     img = _working_copy(Path(source_path), max_side)
     stem = f"o{index:04d}"
     name = f"{stem}__original.png"
     img.save(Path(out_dir) / name, "PNG", **PNG)
+    try:
+        decode_image(Path(out_dir) / name, sizes=(224, 512))
+    except DecodeError as exc:
+        (Path(out_dir) / name).unlink()
+        return [], f"{exc.kind}: {exc}"
     written = [(index, "original", name)]
     for transform in TRANSFORMS:
         rng = np.random.default_rng([seed, index, zlib.crc32(transform.name.encode())])
@@ -797,7 +842,7 @@ def _make_files(task: tuple[int, str, str, int, int]) -> list[tuple[int, str, st
         name = f"{stem}__{transform.name}.{ext}"
         copy.save(Path(out_dir) / name, "JPEG" if ext == "jpg" else "PNG", **options)
         written.append((index, transform.name, name))
-    return written
+    return written, ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -821,12 +866,11 @@ class Method:
 
 
 def run_ours(paths: list[Path], folder: Path, workers: int) -> list[Method]:
-    start = time.perf_counter()
     try:
-        ours_decode_all(paths, workers)
+        ours_decode_all(paths, workers)  # done already by the study's decode check
     except ImportError as exc:
         return [Method("ours", None, note=f"not available: {exc}")]
-    prepared = time.perf_counter() - start
+    prepared = _DECODE_SECONDS[0]  # that one decode of every file, the refused ones included
 
     def find(indices: list[int]) -> Found:
         pairs, rejected = ours([paths[i] for i in indices], workers)
@@ -836,7 +880,8 @@ def run_ours(paths: list[Path], folder: Path, workers: int) -> list[Method]:
             {(back(a), back(b)): numbers for (a, b), numbers in rejected.items()},
         )
 
-    return [Method("ours", find, prepared, "each file decoded once (build sizes 224, 512)")]
+    note = "each file decoded once (build sizes 224, 512), by the study's decode check"
+    return [Method("ours", find, prepared, note)]
 
 
 IMAGEDEDUP_THRESHOLDS = (10, 15)  # imagededup's default max_distance_threshold, and a looser one
@@ -1183,6 +1228,10 @@ def evaluate(
     }
 
 
+REFUSED_FOLDER = "refused-by-decode"
+"""Where the copies that the build's decode refuses are moved (out of the methods' folder)."""
+
+
 def study_generated(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -1190,6 +1239,28 @@ def study_generated(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     hard_all = hard_negatives(originals, corr, corr_detail)
     chosen = choose(originals, hard_all, args.limit, args.seed)
     timings["reference_and_originals"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    tasks = [
+        (originals[p].index, str(originals[p].path), str(folder), args.seed, args.max_side)
+        for p in chosen
+    ]
+    made = _map(_make_files, tasks, args.workers)
+    timings["generate"] = time.perf_counter() - start
+    # An original the build's decode refuses can never be in a dataset: out of the selection.
+    refused_originals = [
+        {"original": str(originals[p].path), "reason": why}
+        for p, (_, why) in zip(chosen, made, strict=True)
+        if why
+    ]
+    if refused_originals:
+        print(
+            f"dedup_study: {len(refused_originals)} of {len(chosen)} originals dropped, refused "
+            f"by the build's decode: {refused_originals[:5]}",
+            file=sys.stderr,
+        )
+    chosen = [p for p, (_, why) in zip(chosen, made, strict=True) if not why]
+    generated = [record for batch, _ in made for record in batch]
 
     subset = [originals[p] for p in chosen]
     sub = np.ix_(chosen, chosen)
@@ -1202,12 +1273,32 @@ def study_generated(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     }
     position = {o.index: p for p, o in enumerate(subset)}
 
+    # The build's decode of every generated file, once (the cache that ``ours`` searches). A copy
+    # it refuses (e.g. a side under MIN_SIDE) can be neither a leak nor a duplicate: it is moved
+    # out of the folder, left out of every method's sets and counted per transformation.
     start = time.perf_counter()
-    tasks = [(o.index, str(o.path), str(folder), args.seed, args.max_side) for o in subset]
-    files = [record for batch in _map(_make_files, tasks, args.workers) for record in batch]
-    timings["generate"] = time.perf_counter() - start
+    refusals = ours_decode_all([folder / name for _, _, name in generated], args.workers)
+    timings["build_decode_check"] = time.perf_counter() - start
+    files = [record for record in generated if str(folder / record[2]) not in refusals]
+    refused = [record for record in generated if str(folder / record[2]) in refusals]
+    assert not any(t == "original" for _, t, _ in refused), "originals were checked when written"
+    assert len(files) + len(refused) == len(generated)
+    if refused:
+        (folder / REFUSED_FOLDER).mkdir()
+        for _, _, name in refused:
+            (folder / name).rename(folder / REFUSED_FOLDER / name)
+    refused_copies = [
+        {
+            "copy": name,
+            "transform": t,
+            "kind": refusals[str(folder / name)].kind,
+            "reason": str(refusals[str(folder / name)]),
+        }
+        for _, t, name in refused
+    ]
     paths = [folder / name for _, _, name in files]
     applicable = Counter(t for _, t, _ in files if t != "original")
+    refused_by_transform = Counter(t for _, t, _ in refused)
 
     methods: dict[str, Any] = {}
     for key in args.methods:
@@ -1232,12 +1323,32 @@ def study_generated(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "by_kind_before_limit": {k: sum(k in v for v in hard_all.values()) for k in HARD_KINDS},
         },
         "files": len(files),
+        "files_generated": len(generated),
+        "refused_by_decode": {
+            "rule": (
+                "a file the build's decode (covid19_images.process.image.decode_image) refuses "
+                "can never enter a dataset, so it is neither a leak nor a duplicate: recall is "
+                "over the copies the decode accepts, and every method is scored on those same "
+                "copies; refused copies are counted here, apart"
+            ),
+            "copies": len(refused),
+            "copies_by_transform": {
+                t.name: refused_by_transform[t.name]
+                for t in TRANSFORMS
+                if refused_by_transform[t.name]
+            },
+            "copies_by_kind": dict(Counter(r["kind"] for r in refused_copies)),
+            "copies_list": refused_copies,
+            "originals": len(refused_originals),
+            "originals_list": refused_originals,
+        },
         "transforms": [
             {
                 "name": t.name,
                 "family": t.family,
                 "strength": t.strength,
                 "pairs": applicable.get(t.name, 0),
+                "refused_by_decode": refused_by_transform[t.name],
             }
             for t in TRANSFORMS
         ],
@@ -1261,15 +1372,30 @@ def print_generated(result: dict[str, Any]) -> None:
         f"Hard negatives among them: {hard['pairs']} pairs ({kinds}); "
         f"among all originals: {hard['pairs_before_limit']} ({before})."
     )
-    print(f"{result['files']} files; times (s): {result['seconds']}")
+    refused = result["refused_by_decode"]
+    print(
+        f"{result['files_generated']} files generated, {result['files']} scored, "
+        f"{refused['copies']} copies refused by decode; times (s): {result['seconds']}"
+    )
+    kinds = ", ".join(f"{k} {v}" for k, v in refused["copies_by_kind"].items()) or "none"
+    print(
+        f"Refused by decode: {refused['copies']} copies ({kinds}) and {refused['originals']} "
+        "originals (dropped from the selection, with no copies made). The build's decode "
+        "refuses them (covid19_images.process.image.decode_image), so they can never enter a "
+        "dataset and are neither leaks nor duplicates: RECALL IS OVER THE COPIES THE BUILD "
+        "ACCEPTS; refused copies are left out of every method's sets (all methods are scored on "
+        "the same accepted copies) and counted in the 'refused' column."
+    )
     methods = result["methods"]
     names = list(methods)
     ok = [n for n in names if methods[n]["status"] == "ok"]
     width = max(len(t["name"]) for t in result["transforms"]) + 2
     cols = [max(12, len(n) + 2) for n in names]
 
-    def row(label: str, family: str, strength: str, pairs: Any, cells: list[str]) -> str:
-        text = f"{label:<{width}}{family:<10}{strength:<10}{pairs!s:>6}"
+    def row(
+        label: str, family: str, strength: str, pairs: Any, cells: list[str], refused: Any = ""
+    ) -> str:
+        text = f"{label:<{width}}{family:<10}{strength:<10}{pairs!s:>6}{refused!s:>9}"
         return text + "".join(f"{c:>{w}}" for c, w in zip(cells, cols, strict=True))
 
     def cell(name: str, mode: str, key: str, sub: str) -> str:
@@ -1292,17 +1418,26 @@ def print_generated(result: dict[str, Any]) -> None:
         for strength in ("mild", "moderate", "strong"):
             cells = [cell(n, mode, "recall_by_strength", strength) for n in names]
             print(row(f"{indent}strength {strength}", "", "", "", cells))
-        summary(f"{indent}all copies", lambda m: f"{m[mode]['recall_all']:.3f}")
+        cells = [
+            f"{methods[n][mode]['recall_all']:.3f}" if methods[n]["status"] == "ok" else "n/a"
+            for n in names
+        ]
+        accepted = sum(t["pairs"] for t in result["transforms"])
+        print(row(f"{indent}all copies", "", "", accepted, cells, refused["copies"]))
 
     print()
     print(
         "ISOLATED recall (the headline): each transformation T run on its own set, all originals "
         "+ their T copies; the fraction of originals whose T copy is in one cluster with it"
     )
-    print(row("transformation", "family", "strength", "pairs", names))
+    print(
+        "  pairs: copies the build's decode accepts (recall is over these); refused: copies it "
+        "refuses (not scored)"
+    )
+    print(row("transformation", "family", "strength", "pairs", names, "refused"))
     for t in result["transforms"]:
         cells = [cell(n, "isolated", "recall", t["name"]) for n in names]
-        print(row(t["name"], t["family"], t["strength"], t["pairs"], cells))
+        print(row(t["name"], t["family"], t["strength"], t["pairs"], cells, t["refused_by_decode"]))
     print()
     groups("isolated", "")
     print("Clean isolated recall: found, and no other original in the copy's cluster")
