@@ -24,17 +24,22 @@ For each ``--n`` (default 1,000 and 10,000; 100,000 where the disk allows) it:
 **Disk.** Before generating, a pilot of 64 images measures the bytes per image of the inputs, the
 processed cache and the dataset; the run announces N times that (plus 20 %) and refuses to start
 where the free space is smaller. Everything is deleted at the end unless ``--keep``.
+``--inputs DIR`` keeps the generated images in ``DIR`` instead, and a later run with the same N,
+seed, bases and generator reuses them (``--generate-only`` makes them and stops): generating
+100,000 images takes longer than building them.
 
 Run from the repository root (``pip install -e '.[bench,dask]'``)::
 
     python benchmarks/scale.py --n 1000 --n 10000            # a Markdown table
     python benchmarks/scale.py --n 1000 --engine both --json # one JSON object
+    python benchmarks/scale.py --n 100000 --inputs /data/gen --generate-only  # then builds
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -163,6 +168,38 @@ def _write_one(job: tuple[int, str, int]) -> int:
         raise RuntimeError(f"OpenCV could not encode image {index}")
     target.write_bytes(data.tobytes())
     return len(data)
+
+
+def inputs_key(n: int, images: list[np.ndarray], seed: int = 0) -> dict[str, Any]:
+    """What the generated images depend on: N, the seed, the generator's code and the bases."""
+    digest = hashlib.sha256()
+    for image in images:
+        digest.update(image.tobytes())
+    code = hashlib.sha256(
+        "".join(inspect.getsource(fn) for fn in (_warp, _elastic, synthesize, _write_one)).encode()
+    )
+    return {"n": n, "seed": seed, "bases": digest.hexdigest(), "code": code.hexdigest()}
+
+
+def generated(
+    n: int, folder: Path, images: list[np.ndarray], workers: int, seed: int = 0
+) -> tuple[Path, int, float]:
+    """The mirror of N generated images in ``folder`` (made once, then reused while
+    :func:`inputs_key` is unchanged): its path, its bytes and the seconds generation took."""
+    mirror, marker = folder / f"mirror-{n}", folder / f"mirror-{n}.json"
+    key = inputs_key(n, images, seed)
+    if marker.is_file() and mirror.is_dir():
+        saved = json.loads(marker.read_text())
+        if saved["key"] == key:
+            log(f"n={n}: reusing the generated images in {mirror}")
+            return mirror, int(saved["bytes"]), float(saved["seconds"])
+    shutil.rmtree(mirror, ignore_errors=True)
+    marker.unlink(missing_ok=True)
+    start = time.perf_counter()
+    size = generate(n, mirror, images, workers, seed)
+    seconds = time.perf_counter() - start
+    marker.write_text(json.dumps({"key": key, "bytes": size, "seconds": seconds}))
+    return mirror, size, seconds
 
 
 def generate(n: int, mirror: Path, images: list[np.ndarray], workers: int, seed: int = 0) -> int:
@@ -319,17 +356,18 @@ def measure(n: int, args: argparse.Namespace, images: list[np.ndarray]) -> dict[
     row: dict[str, Any] = {"n": n, "disk_announced_gib": need / 2**30, "builds": []}
     folder = Path(tempfile.mkdtemp(prefix=f"scale-{n}-", dir=args.parent))
     try:
-        mirror = folder / "mirror"
-        start = time.perf_counter()
-        row["input_bytes"] = generate(n, mirror, images, os.cpu_count() or 1)
-        row["generate_seconds"] = time.perf_counter() - start
+        mirror, row["input_bytes"], row["generate_seconds"] = generated(
+            n, args.inputs or folder, images, os.cpu_count() or 1
+        )
+        if args.generate_only:
+            return row
         peak_disk = 0
         for engine in engines:
             work = folder / f"work-{engine}"
             log(f"n={n}: building with the {engine} engine")
             figures = run_child(mirror, work, engine, args.workers, args.size)
             figures["images_per_s"] = n / figures["seconds"]
-            peak_disk = max(peak_disk, du(folder))
+            peak_disk = max(peak_disk, du(folder) + (du(mirror) if args.inputs else 0))
             if not args.keep:
                 shutil.rmtree(work)
             row["builds"].append(figures)
@@ -380,6 +418,15 @@ def main() -> None:
     parser.add_argument("--parent", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--inputs",
+        type=Path,
+        help="keep the generated images in this folder and reuse them in later runs "
+        "(never deleted by the script)",
+    )
+    parser.add_argument(
+        "--generate-only", action="store_true", help="generate the images (into --inputs) only"
+    )
     parser.add_argument("--child", choices=["local", "dask"], help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -388,6 +435,8 @@ def main() -> None:
         print(json.dumps(figures))
         return
     sizes = args.n or [1000, 10000]
+    if args.generate_only and not args.inputs:
+        parser.error("--generate-only needs --inputs (where the images are kept)")
     log(f"reading the bases from {args.mirror}")
     images = bases(args.mirror)
     log(f"{len(images)} distinct radiographs as bases")
@@ -403,6 +452,10 @@ def main() -> None:
         "size": args.size,
         "rows": rows,
     }
+    if args.generate_only:
+        for row in rows:
+            log(f"n={row['n']}: {row['input_bytes'] / 2**30:.2f} GiB of images in {args.inputs}")
+        return
     print(json.dumps(result, indent=1) if args.json else table(rows))
 
 

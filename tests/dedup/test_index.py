@@ -14,6 +14,7 @@ from covid19_images.dedup.index import (
     candidate_pairs,
     candidate_search,
     plan,
+    sampled_pairs,
 )
 from covid19_images.dedup.near import DEFAULT_MAX_HAMMING, VIEW_RADIUS
 
@@ -159,3 +160,39 @@ def test_hashes_in_any_integer_form() -> None:
 def test_a_plan_for_a_smaller_radius_is_refused() -> None:
     with pytest.raises(ValueError, match="cannot search"):
         candidate_search([1, 2, 3], 12, using=plan(1_000_000, 8))
+
+
+def test_sampled_pairs_are_within_the_radius_and_find_close_pairs() -> None:
+    """The approximate search returns only true pairs, finds planted pairs of up to 3 bits
+    (the keypoint codes of a copy), and is reproducible."""
+    values, planted = _planted(KEYPOINT_RADIUS, 20_000, seed=3)
+    exact = {tuple(p) for p in candidate_pairs(values, KEYPOINT_RADIUS).tolist()}
+    found = sampled_pairs(values, KEYPOINT_RADIUS)
+    pairs = {tuple(p) for p in found.tolist()}
+    assert pairs <= exact  # nothing beyond the radius
+    assert found.tolist() == sorted(found.tolist())
+    close = [(i, j) for i, j, d in planted if d <= 3]
+    assert len(close) == 40 and all(pair in pairs for pair in close)
+    assert sampled_pairs(values, KEYPOINT_RADIUS).tolist() == found.tolist()  # seeded
+
+
+def test_sampled_pairs_leave_out_crowded_hashes() -> None:
+    """Hashes that occur more than ``crowded`` times pair with none; a dense crowd (400 hashes
+    within 4 bits of each other) gives a bounded share of its pairs, not all of them; an
+    ordinary close pair elsewhere is still found."""
+    rng = np.random.default_rng(11)
+    values = [int(v) for v in rng.integers(0, 2**64, 5000, dtype=np.uint64)]
+    hub = values[0]
+    values[4000] = _flip(values[1], [5, 17])  # one ordinary close pair
+    copies = [hub] * 100
+    crowd = [_flip(hub, rng.choice(64, 2, replace=False)) for _ in range(400)]
+    found = sampled_pairs(values + copies + crowd, KEYPOINT_RADIUS, crowded=64).tolist()
+    assert [1, 4000] in found
+    assert not any(i == 0 or 5000 <= i < 5100 or 5000 <= j < 5100 for i, j in found)
+    in_crowd = sum(i >= 5100 for i, _ in found)
+    exact = candidate_pairs(values + copies + crowd, KEYPOINT_RADIUS)
+    assert (exact[:, 0] >= 5100).sum() > 70_000  # nearly every two of the crowd
+    assert in_crowd < 0.1 * (exact[:, 0] >= 5100).sum()
+    # Below the limit, copies of one hash are searched: every two of them is a pair.
+    few = sampled_pairs(values + [hub] * 10, KEYPOINT_RADIUS, crowded=64).tolist()
+    assert all([a, b] in few for a, b in itertools.combinations([0, *range(5000, 5010)], 2))

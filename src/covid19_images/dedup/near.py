@@ -37,13 +37,13 @@ from PIL import Image, ImageFilter
 
 from covid19_images.dedup.align import (
     KEYPOINT_RADIUS,
-    MIN_INLIERS,
     aligned_score,
     box_map,
     keypoint_map,
     view_region,
 )
 from covid19_images.dedup.index import candidate_pairs as candidate_pairs
+from covid19_images.dedup.index import sampled_pairs
 from covid19_images.process.signature import VIEWS, Signature, content_thumbnail
 from covid19_images.progress import track
 
@@ -218,6 +218,8 @@ def find_duplicates(
         keypoint_linked: set[tuple[int, int]] = set()
         if signatures is not None:
             _view_candidates(signatures, max_hamming, candidates, bordered)
+        candidates = _nearest_only(candidates, frame_hash, signatures, n)
+        if signatures is not None:
             keypoint_linked = _keypoint_candidates(signatures)
             for linked in keypoint_linked:
                 candidates.setdefault(linked, [])
@@ -226,21 +228,19 @@ def find_duplicates(
     verdicts: dict[tuple[int, int], tuple[Pair, bool]] = cache.setdefault("verdicts", {})
 
     rejected: list[Pair] = []
-    thumbs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
+    # Bounded caches: a large build holds only the recent candidates' thumbnails and contents.
+    @lru_cache(maxsize=4096)
     def thumb(i: int) -> tuple[np.ndarray, np.ndarray]:
-        if i not in thumbs:  # loaded, detailed and standardised once per image
-            pixels = thumbnail(i)
-            thumbs[i] = (_standardised(pixels), _standardised(detail(pixels)))
-        return thumbs[i]
+        """The whole-frame thumbnail and its detail, standardised."""
+        pixels = thumbnail(i)
+        return _standardised(pixels), _standardised(detail(pixels))
 
-    raw: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
+    @lru_cache(maxsize=4096)
     def raw_thumb(i: int) -> tuple[np.ndarray, np.ndarray]:
-        if i not in raw:  # loaded and detailed once per image
-            pixels = thumbnail(i).astype(np.float64)
-            raw[i] = (pixels, detail(pixels))
-        return raw[i]
+        """The whole-frame thumbnail and its detail."""
+        pixels = thumbnail(i).astype(np.float64)
+        return pixels, detail(pixels)
 
     @lru_cache(maxsize=1024)  # most pairs of one image share one rectangle
     def frame_part(i: int, rect: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -249,7 +249,7 @@ def find_duplicates(
         y0, y1, x0, x1 = rect
         return _standardised(pixels[y0:y1, x0:x1]), _standardised(fine[y0:y1, x0:x1])
 
-    @lru_cache(maxsize=4096)  # bounded: a large build holds only the recent candidates' contents
+    @lru_cache(maxsize=4096)
     def content_of(i: int) -> np.ndarray:
         assert content is not None
         return content(i)
@@ -292,9 +292,9 @@ def find_duplicates(
         ):
             return Pair(i, j, distance, round(correlation, 4), round(fine, 4), False), True
         aligned = 0.0
-        # Hypotheses of how one maps onto the other come from shared keypoints (a pair with
-        # fewer than MIN_INLIERS close codes has no keypoint map) and from matched views other
-        # than two whole frames; a pair with neither has nothing to align.
+        # Hypotheses of how one maps onto the other come from shared keypoints (a pair the
+        # keypoint link did not join has no keypoint map) and from matched views other than
+        # two whole frames; a pair with neither has nothing to align.
         by_keypoints = (i, j) in keypoint_linked
         by_views = any(vi or vj for _, vi, vj in views)
         if signatures is not None and content is not None and (by_keypoints or by_views):
@@ -440,17 +440,26 @@ tolerance of 4 px is then 1/24 of the side, looser than the pixel test's 4 px on
 to 256 px, so that a pair whose keypoint map the pixel test finds is a candidate."""
 
 
+KEYPOINT_LINK = 3
+"""Different close codes on each side that the sampled search must find before a pair's
+keypoint map is sought (:func:`_keypoint_candidates`)."""
+
+
 def _keypoint_candidates(signatures: Sequence[Signature | None]) -> set[tuple[int, int]]:
     """Pairs of images whose close keypoint codes agree on a plausible map of one onto the other.
 
-    Codes of ribs, edges and collimation corners are close to codes of many other films, so
-    pairs of distinct radiographs share a handful of close codes all the time. Two filters, the
-    first exact for the second: a pair needs ``MIN_INLIERS`` *different* codes on each side
-    among its close codes (a map needs as many one-to-one matches), then
-    :func:`~covid19_images.dedup.align.keypoint_map` must find a map (mutual nearest codes, at
-    least ``MIN_INLIERS`` consistent after RANSAC, a plausible scale and no rotation), with the
-    looser tolerance of :data:`KEYPOINT_CHECK_SIDE`. A copy's keypoints sit where its
-    original's are; chance matches between films scatter.
+    The close codes (within :data:`~covid19_images.dedup.align.KEYPOINT_RADIUS` bits) are
+    searched with :func:`~covid19_images.dedup.index.sampled_pairs`, whose work grows linearly
+    with the number of codes: codes of ribs, edges and collimation corners are close to codes of
+    many other films, so the close pairs of all codes grow with the square of the number of
+    images, and a code in such a crowd says little about which film it comes from. The search
+    finds most close pairs of distinctive codes (0.99 of those within 3 bits; fewer further
+    apart), so a pair of images needs only :data:`KEYPOINT_LINK` *different* codes on each side
+    among the pairs it found; then :func:`~covid19_images.dedup.align.keypoint_map`, on all the
+    codes of both images, must find a map (mutual nearest codes, at least ``MIN_INLIERS``
+    consistent after RANSAC, a plausible scale and no rotation), with the looser tolerance of
+    :data:`KEYPOINT_CHECK_SIDE`. A copy's keypoints sit where its original's are; chance
+    matches between films scatter.
 
     Example:
         >>> _keypoint_candidates([None, None])
@@ -465,7 +474,7 @@ def _keypoint_candidates(signatures: Sequence[Signature | None]) -> set[tuple[in
         return set()
     codes = np.concatenate([s.codes for s in signatures if s is not None and len(s.codes)])
     who = np.concatenate(owners)
-    found = candidate_pairs(codes, KEYPOINT_RADIUS)
+    found = sampled_pairs(codes, KEYPOINT_RADIUS)
     if not len(found):
         return set()
     first, second = found[:, 0].astype(np.int64), found[:, 1].astype(np.int64)
@@ -477,7 +486,7 @@ def _keypoint_candidates(signatures: Sequence[Signature | None]) -> set[tuple[in
     key = np.minimum(a, b) * (len(signatures) + 1) + np.maximum(a, b)
     keys, on_lo = _distinct_per_key(key, code_lo, len(codes))
     _, on_hi = _distinct_per_key(key, code_hi, len(codes))
-    keys = keys[(on_lo >= MIN_INLIERS) & (on_hi >= MIN_INLIERS)]
+    keys = keys[(on_lo >= KEYPOINT_LINK) & (on_hi >= KEYPOINT_LINK)]
     linked: set[tuple[int, int]] = set()
     for k in keys.tolist():
         i, j = divmod(k, len(signatures) + 1)
@@ -510,6 +519,52 @@ def _distinct_per_key(
     return both[starts], np.diff(np.r_[starts, len(both)])
 
 
+NEAREST = 8
+"""Most hash candidates per image: a pair found by its hashes is tested when it is among the
+``NEAREST`` closest of either image (see :func:`_nearest_only`)."""
+
+
+def _nearest_only(
+    candidates: dict[tuple[int, int], list[tuple[int, int, int]]],
+    frame_hash: dict[int, int],
+    signatures: Sequence[Signature | None] | None,
+    n: int,
+    nearest: int = NEAREST,
+) -> defaultdict[tuple[int, int], list[tuple[int, int, int]]]:
+    """The candidates that are among the ``nearest`` closest (by hash distance, then index) of
+    one of their two images.
+
+    Chest radiographs look alike, so the number of pairs within the hash radius grows with the
+    square of the number of images, and almost all of them are different films that the pixel
+    test rejects one by one. A copy is among the closest few of its original (its hashes are
+    nearer than any other film's), and copies of one film join through each other, so keeping
+    each image's closest candidates keeps the copies and bounds the tests by ``n * nearest``.
+
+    Example:
+        >>> found = {(0, 1): [], (0, 2): [], (1, 2): []}
+        >>> # frame hashes 0, 1 and 0b11111: distances 1 (0-1), 5 (0-2) and 4 (1-2)
+        >>> sorted(_nearest_only(found, {0: 0, 1: 1, 2: 0b11111}, None, 3, nearest=1))
+        [(0, 1), (1, 2)]
+    """
+    kept: defaultdict[tuple[int, int], list[tuple[int, int, int]]] = defaultdict(list)
+    ordered = _closest_first(list(candidates), frame_hash, signatures, n)
+    if not ordered:
+        return kept
+    table = np.array(ordered, dtype=np.int64)  # distance, i, j: sorted
+    ends = np.concatenate([table[:, 1], table[:, 2]])
+    distance = np.concatenate([table[:, 0], table[:, 0]])
+    pair = np.concatenate([np.arange(len(table))] * 2)
+    order = np.lexsort((pair, distance, ends))  # by image, then distance, then pair
+    ends, pair = ends[order], pair[order]
+    starts = np.flatnonzero(np.r_[True, ends[1:] != ends[:-1]])
+    rank = np.arange(len(ends)) - np.repeat(starts, np.diff(np.r_[starts, len(ends)]))
+    chosen = np.unique(pair[rank < nearest])
+    for k in chosen.tolist():
+        key = (int(table[k, 1]), int(table[k, 2]))
+        kept[key] = candidates[key]
+    return kept
+
+
 def _closest_first(
     pairs: list[tuple[int, int]],
     frame_hash: dict[int, int],
@@ -537,10 +592,12 @@ def _closest_first(
         for i, signature in enumerate(signatures):
             if signature is not None:
                 views[i], has_views[i] = signature.views, True
-        both = has_views[first] & has_views[second]
-        a, b = views[first[both]], views[second[both]]
-        across = np.bitwise_count(a[:, :, None] ^ b[:, None, :]).reshape(len(a), -1).min(axis=1)
-        best[both] = np.minimum(best[both], across)
+        both = np.flatnonzero(has_views[first] & has_views[second])
+        for lo in range(0, len(both), 65536):  # bounded memory: 49 distances per pair
+            at = both[lo : lo + 65536]
+            a, b = views[first[at]], views[second[at]]
+            across = np.bitwise_count(a[:, :, None] ^ b[:, None, :]).reshape(len(a), -1)
+            best[at] = np.minimum(best[at], across.min(axis=1))
     return sorted(zip(best.tolist(), first.tolist(), second.tolist(), strict=True))
 
 
