@@ -15,10 +15,11 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import numpy as np
 import pandas as pd
@@ -94,45 +95,46 @@ def write_packed(
         part = items[items["split"] == split].reset_index(drop=True)
         name = array_name(split, size)
         tmp = folder / f".{name}.tmp"
-        array = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.uint8, shape=(len(part), size, size)
-        )
         mask_name = f"{split}_{size}_mask.npy"
         mask_tmp = folder / f".{mask_name}.tmp"
-        mask_array = (
-            np.lib.format.open_memmap(
-                mask_tmp, mode="w+", dtype=np.uint8, shape=(len(part), size, size)
+        # Rows are appended to the files as they are read (no memory map: the build's memory
+        # stays flat however many images it packs); the train split's statistics come from a
+        # histogram of evenly spaced rows.
+        step = max(1, len(part) // _STATS_SAMPLE)
+        histogram = np.zeros(256, dtype=np.int64)
+        with ExitStack() as files:
+            out = files.enter_context(_npy_writer(tmp, (len(part), size, size)))
+            mask_out = (
+                files.enter_context(_npy_writer(mask_tmp, (len(part), size, size)))
+                if masks is not None
+                else None
             )
-            if masks is not None
-            else None
-        )
-        slices_of = part["slice"] if "slice" in part else pd.Series([0] * len(part))
-        rows_of = zip(part["path"], part["uid"], slices_of, strict=True)
-        for i, (rel, uid, k) in enumerate(
-            track(rows_of, len(part), f"packing {split} arrays", progress)
-        ):
-            try:
-                with Image.open(folder / str(rel)) as img:
-                    pixels = np.asarray(img.convert("L"))
-            except FileNotFoundError:
-                raise LoadError(
-                    f"{rel} is not in {folder}: cannot pack it (a relative path is read from "
-                    "the dataset folder; a slice elsewhere needs an absolute path)"
-                ) from None
-            if pixels.shape != (size, size):
-                raise LoadError(f"{rel} is {pixels.shape}, not {size} x {size}: cannot pack it")
-            array[i] = pixels
-            if mask_array is not None and masks is not None:
-                mask_array[i] = masks(str(uid), 0 if pd.isna(k) else int(k))
-        array.flush()
+            slices_of = part["slice"] if "slice" in part else pd.Series([0] * len(part))
+            rows_of = zip(part["path"], part["uid"], slices_of, strict=True)
+            for i, (rel, uid, k) in enumerate(
+                track(rows_of, len(part), f"packing {split} arrays", progress)
+            ):
+                try:
+                    with Image.open(folder / str(rel)) as img:
+                        pixels = np.asarray(img.convert("L"))
+                except FileNotFoundError:
+                    raise LoadError(
+                        f"{rel} is not in {folder}: cannot pack it (a relative path is read "
+                        "from the dataset folder; a slice elsewhere needs an absolute path)"
+                    ) from None
+                if pixels.shape != (size, size):
+                    raise LoadError(f"{rel} is {pixels.shape}, not {size} x {size}: cannot pack it")
+                out.write(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
+                if i % step == 0:
+                    histogram += np.bincount(pixels.ravel(), minlength=256)
+                if mask_out is not None and masks is not None:
+                    mask = masks(str(uid), 0 if pd.isna(k) else int(k))
+                    mask_out.write(np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
         if split == "train":
-            meta["mean"], meta["std"] = _stats(array)
-        del array
+            meta["mean"], meta["std"] = _stats(histogram)
         tmp.replace(folder / name)
         meta["splits"][split] = {"file": name, "count": len(part)}
-        if mask_array is not None:
-            mask_array.flush()
-            del mask_array
+        if masks is not None:
             mask_tmp.replace(folder / mask_name)
             meta["splits"][split]["mask_file"] = mask_name
         slices = part["slice"] if "slice" in part else pd.Series([None] * len(part))
@@ -165,13 +167,42 @@ def write_packed(
     return meta
 
 
-def _stats(array: np.ndarray) -> tuple[float, float]:
-    """Mean and standard deviation of the pixels (0-1 scale) of up to 2,000 evenly spaced rows."""
-    if len(array) == 0:
+@contextmanager
+def _npy_writer(path: Path, shape: tuple[int, ...]) -> Iterator[BinaryIO]:
+    """A ``.npy`` file of uint8 ``shape``, its header written, for its rows to be appended in
+    order (C order); checked complete when closed, and removed when the writing fails."""
+    try:
+        with path.open("wb") as f:
+            header = {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                "fortran_order": False,
+                "shape": shape,
+            }
+            np.lib.format.write_array_header_1_0(f, header)
+            start = f.tell()
+            yield f
+            written = f.tell() - start
+        if written != int(np.prod(shape)):
+            raise LoadError(f"{path.name}: {written} bytes written for an array of {shape}")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _stats(histogram: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation (0-1 scale) of pixels counted in a 256-bin histogram.
+
+    Example:
+        >>> _stats(np.bincount([0, 255], minlength=256))
+        (0.5, 0.5)
+    """
+    total = int(histogram.sum())
+    if total == 0:
         return 0.5, 0.25
-    step = max(1, len(array) // _STATS_SAMPLE)
-    sample = np.asarray(array[::step], dtype=np.float64) / 255.0
-    return float(sample.mean()), float(max(sample.std(), 1e-6))
+    values = np.arange(256, dtype=np.float64) / 255.0
+    mean = float((values * histogram).sum() / total)
+    var = float((((values - mean) ** 2) * histogram).sum() / total)
+    return mean, max(var**0.5, 1e-6)
 
 
 @dataclass
