@@ -401,7 +401,8 @@ def sampled_pairs(
     if not keep.all():  # a value shared by more than ``crowded`` hashes pairs with none
         rows = np.flatnonzero(keep[inverse])
         found = sampled_pairs(values[rows], max_hamming, tables=tables, crowded=crowded, seed=seed)
-        return rows[found]
+        kept: np.ndarray = rows[found]
+        return kept
     m = len(distinct)
     key_bits = min(BITS, 16 + max(1, (m - 1).bit_length()))
     rng = np.random.default_rng(seed)
