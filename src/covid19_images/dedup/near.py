@@ -223,8 +223,10 @@ def find_duplicates(
             keypoint_linked = _keypoint_candidates(signatures)
             for linked in keypoint_linked:
                 candidates.setdefault(linked, [])
-        cache["candidates"] = (candidates, keypoint_linked)
-    candidates, keypoint_linked = cache["candidates"]
+        # Closest first; a pair already joined through other copies needs no test of its own.
+        ordered = _closest_first(list(candidates), frame_hash, signatures, n)
+        cache["candidates"] = (candidates, keypoint_linked, ordered)
+    candidates, keypoint_linked, ordered = cache["candidates"]
     verdicts: dict[tuple[int, int], tuple[Pair, bool]] = cache.setdefault("verdicts", {})
 
     rejected: list[Pair] = []
@@ -306,8 +308,6 @@ def find_duplicates(
         pair = Pair(i, j, distance, round(correlation, 4), round(fine, 4), False, round(aligned, 4))
         return pair, aligned >= min_aligned
 
-    # Closest first; a pair already joined through other copies needs no test of its own.
-    ordered = _closest_first(list(candidates), frame_hash, signatures, n)
     for distance, i, j in track(ordered, len(ordered), "comparing candidate pairs", progress):
         views = candidates[(i, j)]
         if (i, j) in exact_pairs or find(i) == find(j):
